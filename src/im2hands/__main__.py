@@ -1,0 +1,3 @@
+from im2hands.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The ``im2hands`` command line. It only parses arguments and dispatches to library functions.
+
+Each command has a ``_add_<name>`` function that declares its arguments and a ``_run_<name>`` function
+that calls the library. Heavy imports happen inside the ``_run_`` functions so that ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_check_official(sub) -> None:
+    p = sub.add_parser(
+        "check-official",
+        help="compare our networks with a folder of official golden outputs",
+        description="Rebuild the official weights from the folder's weight rule (manifest.json), run our "
+                    "code on its inputs and print each array's max error beside its tolerance. Exits 1 if "
+                    "any array fails.",
+    )
+    p.add_argument("golden_dir", type=Path, help="folder in the golden layout (manifest.json, *.npz, keys_*.json)")
+    p.add_argument("--networks", nargs="*", default=None, help="subset of checks to run (default: all)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.set_defaults(run=_run_check_official)
+
+
+def _run_check_official(args) -> int:
+    from im2hands.golden.check import run_checks
+
+    results = run_checks(args.golden_dir, args.networks, device=args.device)
+    for r in results:
+        print(r.line())
+    failed = [r for r in results if not r.passed]
+    networks = list(dict.fromkeys(r.network for r in results))
+    print(f"checked {len(results)} arrays of: {', '.join(networks)}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the demo on the shipped defaults")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from im2hands.demo import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+COMMANDS = (_add_demo, _add_check_official)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="im2hands",
+        description="Im2Hands: occupancy of two interacting hands from one RGB image and 3D keypoints.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        print(f"im2hands {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
