@@ -18,6 +18,9 @@ NETWORK = "canonicalisation"
 ATOL_F64 = 1e-12
 FLOAT64_PATH_ATOL = {"unpose": 1e-4, "root_rot_mat": 5e-7, "bone_lengths": 1e-7}
 """Tolerances of a computation done entirely in float64 (measured max: 2.3e-5 / 1.3e-7 / 2.3e-8)."""
+_OFFICIAL_NAMES = ("unpose", "bone_lengths", "root_rot_mat", "joints_halo_f32", "canon_joints_biomech", "glo_rot",
+                   "posed_to_canonical_21")
+"""Arrays of ``canonicalisation.npz`` (per side) that the official-dtype path reproduces."""
 
 
 def _atol(expected: np.ndarray) -> float:
@@ -28,15 +31,20 @@ def _atol(expected: np.ndarray) -> float:
 
 
 def _official_arrays(d) -> dict[str, torch.Tensor]:
-    return {
-        "unpose": d.canonical.unpose,
-        "bone_lengths": d.canonical.bone_lengths,
-        "root_rot_mat": d.canonical.root_rot_mat,
-        "joints_halo_f32": d.joints_halo,
-        "canon_joints_biomech": d.canon_joints_biomech,
-        "glo_rot": d.glo_rot,
-        "posed_to_canonical_21": d.posed_to_canonical_21,
-    }
+    values = (d.canonical.unpose, d.canonical.bone_lengths, d.canonical.root_rot_mat, d.joints_halo,
+              d.canon_joints_biomech, d.glo_rot, d.posed_to_canonical_21)
+    return dict(zip(_OFFICIAL_NAMES, values))
+
+
+def array_names() -> list[str]:
+    """Names of the results :func:`check` returns, in order."""
+    names = []
+    for side in ("left", "right"):
+        names += [f"{n}_{side}" for n in _OFFICIAL_NAMES]
+        names += [f"{n}_{side} [f64 path]" for n in FLOAT64_PATH_ATOL]
+    for n in FLOAT64_PATH_ATOL:
+        names += [f"extra/{n}", f"extra/{n} [f64 path]"]
+    return names
 
 
 def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
