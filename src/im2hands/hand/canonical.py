@@ -22,7 +22,7 @@ official unpose matrices (the official float32 casts are the difference).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import torch
 from torch import Tensor
@@ -52,6 +52,9 @@ _ROOT_PLANE_ANGLES = (0.8, 0.2, 0.2)
 _ROOT_BONE_ANGLES = (0.4, 0.2, 0.2, 0.2)
 """Canonical angles between adjacent root bones (thumb-index, index-middle, middle-ring, ring-pinky)."""
 _INTERNAL_BIOMECH = [skeleton.INTERNAL.index(n) for n in skeleton.BIOMECH]
+
+SideArg = Union[skeleton.Side, Tensor]
+"""``"right"``/``"left"`` for a whole batch, or a (B,) bool tensor ``is_right`` (True = right hand)."""
 
 MIN_BONE_LENGTH = 1e-6
 """Bones shorter than this (metres) are degenerate input."""
@@ -95,7 +98,7 @@ class CanonicalDetailed(NamedTuple):
 
 # --- input handling ------------------------------------------------------------------------------------
 
-def _side_mask(side, batch: int, device) -> Tensor:
+def _side_mask(side: SideArg, batch: int, device) -> Tensor:
     """(B,) bool tensor, True for right hands, from "right"/"left" or a per-sample bool tensor."""
     if isinstance(side, str):
         if side not in ("right", "left"):
@@ -432,7 +435,7 @@ def _pose_converter(kp: Tensor, c: _Ctx) -> Tensor:
 
 # --- public API ----------------------------------------------------------------------------------------
 
-def canonicalise_detailed(joints: Tensor, side, *, official_dtypes: bool = True) -> CanonicalDetailed:
+def canonicalise_detailed(joints: Tensor, side: SideArg, *, official_dtypes: bool = True) -> CanonicalDetailed:
     """:func:`canonicalise` plus the intermediate stages (see :class:`CanonicalDetailed`)."""
     check_tensor(joints, "joints")
     check_shape(joints, "B 21 3", "joints")
@@ -488,7 +491,7 @@ def canonicalise_detailed(joints: Tensor, side, *, official_dtypes: bool = True)
     return CanonicalDetailed(out, joints_halo, glo_rot, canon, posed_to_canon)
 
 
-def canonicalise(joints: Tensor, side, *, official_dtypes: bool = True) -> Canonical:
+def canonicalise(joints: Tensor, side: SideArg, *, official_dtypes: bool = True) -> Canonical:
     """Canonicalise a batch of hands: 21 keypoints -> unposing transforms, bone lengths, root rotation.
 
     Args:
@@ -510,7 +513,7 @@ def canonicalise(joints: Tensor, side, *, official_dtypes: bool = True) -> Canon
     return canonicalise_detailed(joints, side, official_dtypes=official_dtypes).canonical
 
 
-def _mirror_for(side, batch: int, device, dtype) -> Tensor:
+def _mirror_for(side: SideArg, batch: int, device, dtype) -> Tensor:
     """(B, 1, 3) factors [+-1, 1, 1]: -1 in x for left hands."""
     is_right = _side_mask(side, batch, device)
     m = torch.ones((batch, 1, 3), dtype=dtype, device=device)
@@ -528,7 +531,7 @@ def _check_query_args(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, names
     return sp["B"]
 
 
-def points_to_query(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, side) -> Tensor:
+def points_to_query(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, side: SideArg) -> Tensor:
     """Points in the keypoints' frame -> the hand's query space.
 
     ``p = R0 (m(x) - m(wrist)) / 0.4`` with ``R0 = root_rot_mat[:3, :3]`` and ``m`` the x-mirror for left
@@ -549,7 +552,7 @@ def points_to_query(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, side) -
     return torch.matmul(rel, root_rot_mat[:, :3, :3].to(dt).transpose(1, 2)) / QUERY_SCALE
 
 
-def query_to_points(p: Tensor, wrist: Tensor, root_rot_mat: Tensor, side) -> Tensor:
+def query_to_points(p: Tensor, wrist: Tensor, root_rot_mat: Tensor, side: SideArg) -> Tensor:
     """The hand's query space -> points in the keypoints' frame (inverse of :func:`points_to_query`).
 
     Computed as the official model does: ``[0.4 p, 1] @ root_rot_mat`` (row vectors), then the mirrored
