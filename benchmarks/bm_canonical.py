@@ -44,9 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hands", type=int, default=1024, help="hands per batched call (default 1024)")
     parser.add_argument("--loop-hands", type=int, default=128, help="hands timed in the per-hand loop")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs; the best is reported")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     joints, is_right = hands(args.hands)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.hands} hands per call, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
