@@ -501,7 +501,9 @@ def canonicalise(joints: Tensor, side: SideArg, *, official_dtypes: bool = True)
             are x-mirrored and handled as right hands, as officially.
         official_dtypes: reproduce the official dtype sequence (float32 casts; matches the official
             numbers to float64 round-off). ``False`` computes everything in float64 (differentiable,
-            within ~2.3e-5 of the official unpose entries) and returns float64 throughout.
+            within ~2.3e-5 of the official unpose entries) and returns float64 throughout. Gradients
+            flow through every stage in both modes (the official converter detaches its per-bone frames,
+            which changes no value; it never back-propagates through this preprocessing).
     Returns:
         :class:`Canonical` (unpose (B, 16, 4, 4) float64, bone_lengths (B, 16), root_rot_mat (B, 4, 4),
         wrist (B, 3)).
