@@ -141,16 +141,18 @@ def _check_degenerate(joints: Tensor, is_right: Tensor) -> None:
         root = j[:, mcp] - j[:, :1]  # (B, 5, 3) thumb..pinky
         root = root / root.norm(dim=-1, keepdim=True)
         pairs = [(1, 2), (0, 1), (2, 3), (3, 4)]  # index/middle first: the palm plane
-        for a, c in pairs:
-            sine = torch.linalg.cross(root[:, a], root[:, c], dim=-1).norm(dim=-1)
-            flat = sine < MIN_PALM_SINE
-            if bool(flat.any()):
-                b = int(flat.nonzero()[0, 0])
-                what = "the palm is degenerate" if (a, c) == (1, 2) else "root bones are collinear"
-                raise ValueError(
-                    f"joints: hand {b} ({_side_name(is_right, b)}): {what}: 'wrist', "
-                    f"{skeleton.INTERNAL[mcp[a]]!r} and {skeleton.INTERNAL[mcp[c]]!r} are collinear "
-                    f"(sine {sine[b]:.3g} < {MIN_PALM_SINE:g})")
+        first = torch.tensor([a for a, _ in pairs], device=j.device)
+        second = torch.tensor([c for _, c in pairs], device=j.device)
+        sine = torch.linalg.cross(root[:, first], root[:, second], dim=-1).norm(dim=-1)  # (B, 4)
+        flat = sine < MIN_PALM_SINE
+        if bool(flat.any()):
+            b, k = (int(x) for x in flat.nonzero()[0])
+            a, c = pairs[k]
+            what = "the palm is degenerate" if k == 0 else "root bones are collinear"
+            raise ValueError(
+                f"joints: hand {b} ({_side_name(is_right, b)}): {what}: 'wrist', "
+                f"{skeleton.INTERNAL[mcp[a]]!r} and {skeleton.INTERNAL[mcp[c]]!r} are collinear "
+                f"(sine {sine[b, k]:.3g} < {MIN_PALM_SINE:g})")
 
 
 # --- HALO's vector helpers (same operations and dtype promotions as the official code) --------------
