@@ -172,6 +172,13 @@ def test_outputs_are_consistent(model_dir):
     torch.testing.assert_close(shifted.rest_joints, out.rest_joints)
 
 
+def test_model_data_stays_out_of_state_dict(model_dir):
+    layer = M.ManoLayer(model_dir, "right")
+    assert layer.state_dict() == {}
+    holder = torch.nn.Sequential(torch.nn.Linear(2, 2), layer)
+    assert set(holder.state_dict()) == {"0.weight", "0.bias"}
+
+
 def test_missing_arguments_default_to_zeros(model_dir):
     layer = M.ManoLayer(model_dir, "right", flat_hand_mean=True, dtype=torch.float64)
     out = layer()

@@ -436,7 +436,8 @@ class ManoLayer(nn.Module):
     Buffers: ``v_template`` (V, 3), ``shapedirs`` (V, 3, S), ``posedirs`` (V, 3, 135), ``j_regressor``
     (16, V), ``lbs_weights`` (V, 16), ``hands_mean`` (45,) (zeros if ``flat_hand_mean``),
     ``pca_components`` (num_pca_comps, 45) (0 rows without ``use_pca``), ``faces`` (F, 3) int64,
-    ``parents`` (16,) int64, ``tip_vertex_ids`` (5,) int64.
+    ``parents`` (16,) int64, ``tip_vertex_ids`` (5,) int64. They follow ``.to()`` / ``.double()`` but are
+    not in ``state_dict()``: the model data stays in the user's MANO file, never in a checkpoint.
     """
 
     def __init__(
@@ -490,7 +491,8 @@ class ManoLayer(nn.Module):
 
         def buf(name: str, array: np.ndarray, float_: bool = True) -> None:
             t = torch.from_numpy(np.ascontiguousarray(array))
-            self.register_buffer(name, t.to(dtype) if float_ else t.long())
+            # not persistent: checkpoints of networks holding this layer never carry the (licensed) model
+            self.register_buffer(name, t.to(dtype) if float_ else t.long(), persistent=False)
 
         buf("v_template", model.v_template)
         buf("shapedirs", shapedirs)
