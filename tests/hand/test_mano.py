@@ -95,7 +95,8 @@ def test_double_agrees_with_smplx_double(model_dir, dtype, atol):
 
 
 def test_left_shapedirs_fix_matches_smplx_with_the_fix(model_dir):
-    ours = M.ManoLayer(model_dir, "left", joint_order="mano")  # fix on by default
+    ours = M.ManoLayer(model_dir, "left", joint_order="mano")  # auto: the fixture has the official bug
+    assert ours.left_shapedirs_fixed
     ref = _smplx_mano(model_dir, "left", use_pca=False)
     with torch.no_grad():
         ref.shapedirs[:, 0, :] *= -1  # the fix as smplx issue #48 / InterHand2.6M apply it
@@ -127,6 +128,40 @@ def test_fixed_left_hand_is_the_mirrored_right_hand(model_dir, use_pca):
     torch.testing.assert_close(l.joints[:, :12], sk.mirror_x(r.joints[:, :12]), atol=1e-12, rtol=0)
     unfixed = M.ManoLayer(model_dir, "left", fix_left_shapedirs=False, **kw).double()
     assert (unfixed(**pm).vertices - sk.mirror_x(r.vertices)).abs().max() > 1e-3
+
+
+def test_left_shapedirs_fix_is_decided_from_the_files(tmp_path):
+    right = random_right(seed=6)
+    buggy = mirror_to_left(right)  # official layout: left shapedirs == right shapedirs
+    good = dict(buggy, shapedirs=right["shapedirs"] * MIRROR[None, :, None])
+
+    def folder(name, files):
+        d = tmp_path / name
+        d.mkdir()
+        for fname, data in files.items():
+            (d / fname).write_bytes(pickle.dumps(data, protocol=2))
+        return d
+
+    cases = {
+        "official_pair": ({"MANO_RIGHT.pkl": right, "MANO_LEFT.pkl": buggy}, False, True),
+        "mirrored_pair": ({"MANO_RIGHT.pkl": right, "MANO_LEFT.pkl": good}, True, False),
+        "left_alone": ({"MANO_LEFT.pkl": buggy}, None, True),
+        "openhand_alone": ({"MANO_LEFT.pkl": dict(good, openhand_version="1")}, True, False),
+    }
+    for name, (files, mirrored, fixed) in cases.items():
+        d = folder(name, files)
+        assert M.load_mano_model(d, "left").shapedirs_mirrored is mirrored, name
+        assert M.ManoLayer(d, "left").left_shapedirs_fixed is fixed, name
+        assert M.ManoLayer(d, "left", fix_left_shapedirs=not fixed).left_shapedirs_fixed is (not fixed), name
+    assert M.load_mano_model(tmp_path / "official_pair", "right").shapedirs_mirrored is None
+    assert not M.ManoLayer(tmp_path / "official_pair", "right", fix_left_shapedirs=True).left_shapedirs_fixed
+    # whichever way the files come, the default gives the same (correct) left hand
+    p = _params(2, 45, seed=8, dtype=torch.float64)
+    a = M.ManoLayer(tmp_path / "official_pair", "left", dtype=torch.float64)(**p).vertices
+    b = M.ManoLayer(tmp_path / "mirrored_pair", "left", dtype=torch.float64)(**p).vertices
+    torch.testing.assert_close(a, b, atol=1e-15, rtol=0)
+    with pytest.raises(TypeError, match="fix_left_shapedirs"):
+        M.ManoLayer(tmp_path / "official_pair", "left", fix_left_shapedirs="yes")
 
 
 # ---------------------------------------------------------------------------------------------------

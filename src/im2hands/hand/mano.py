@@ -20,6 +20,7 @@ each relative to its parent joint.
 from __future__ import annotations
 
 import _compat_pickle
+import dataclasses
 import importlib
 import os
 import pickle
@@ -65,6 +66,10 @@ TIP_VERTEX_IDS: dict[str, dict[str, tuple[int, ...]]] = {
 """Customary fingertip vertices of the official MANO mesh (thumb, index, middle, ring, pinky).
 manopth (``manolayer.py``) takes 444 for the right middle tip and 445 for the left one; smplx
 (``vertex_ids.py``, ``VERTEX_IDS['mano']``) uses one list for both sides."""
+
+OPENHAND_KEY = "openhand_version"
+"""Key present in the files of this project's open hand model, whose left model is an exact mirror of the
+right one (its ``shapedirs`` included, so the left-hand fix must not be applied)."""
 
 _PY2_MODULES = {"copy_reg": "copyreg", "__builtin__": "builtins"}
 
@@ -265,6 +270,10 @@ class ManoModel:
     """(45,) mean hand pose, axis-angle, radians."""
     tip_vertex_ids: tuple[int, ...] | None
     """Fingertip vertices (thumb, index, middle, ring, pinky) stored in the file, or None."""
+    shapedirs_mirrored: bool | None = None
+    """Left models only: True if ``shapedirs`` already are the x-mirror of the right model's (no fix
+    needed), False if they equal the right model's unmirrored (the official files' bug, smplx #48), None if
+    unknown (right models, or no right model to compare with). See :func:`left_shapedirs_mirrored`."""
 
     @property
     def num_vertices(self) -> int:
@@ -337,7 +346,27 @@ def mano_model_from_dict(data: dict[str, Any], side: Side, path: Path | None = N
         side=side, path=path, v_template=f64["v_template"], faces=np.ascontiguousarray(f, dtype=np.int64),
         weights=f64["weights"], j_regressor=f64["J_regressor"], parents=parents, shapedirs=f64["shapedirs"],
         posedirs=f64["posedirs"], hands_components=f64["hands_components"],
-        hands_mean=f64["hands_mean"].reshape(NUM_HAND_POSE), tip_vertex_ids=tips)
+        hands_mean=f64["hands_mean"].reshape(NUM_HAND_POSE), tip_vertex_ids=tips,
+        shapedirs_mirrored=True if side == "left" and OPENHAND_KEY in data else None)
+
+
+def left_shapedirs_mirrored(left_shapedirs: np.ndarray, right_shapedirs: np.ndarray) -> bool | None:
+    """Whether a left model's shape blend shapes are the x-mirror of the right model's.
+
+    The official ``MANO_LEFT.pkl`` holds the right hand's ``shapedirs`` unmirrored (smplx issue #48); a
+    correct left model holds them with the x component negated. Returns True (mirrored: correct), False
+    (equal: the official bug) or None (shapes differ, or neither is closer), comparing which of
+    ``|L - R|`` and ``|L - mirror(R)|`` is smaller.
+    """
+    if left_shapedirs.shape != right_shapedirs.shape:
+        return None
+    mirrored = right_shapedirs.copy()
+    mirrored[:, 0, :] *= -1.0
+    d_same = float(np.abs(left_shapedirs - right_shapedirs).max())
+    d_mirror = float(np.abs(left_shapedirs - mirrored).max())
+    if d_same == d_mirror:
+        return None
+    return d_mirror < d_same
 
 
 def load_mano_model(model_path: str | os.PathLike, side: Side = "right") -> ManoModel:
@@ -346,9 +375,21 @@ def load_mano_model(model_path: str | os.PathLike, side: Side = "right") -> Mano
     Args:
         model_path: folder or file, see :func:`find_mano_file`.
         side: ``"right"`` or ``"left"``.
+
+    For a left model with a ``MANO_RIGHT.pkl`` beside it, ``shapedirs_mirrored`` is decided by comparing
+    the two files' ``shapedirs`` (:func:`left_shapedirs_mirrored`); for a file of this project's open hand
+    model (key ``openhand_version``) it is True.
     """
     path = find_mano_file(model_path, side)
-    return mano_model_from_dict(load_mano_pickle(path), side, path)
+    model = mano_model_from_dict(load_mano_pickle(path), side, path)
+    right_path = path.with_name(MANO_FILENAMES["right"])
+    if side == "left" and right_path.is_file() and right_path != path:
+        right = load_mano_pickle(right_path)
+        if "shapedirs" in right:
+            state = left_shapedirs_mirrored(model.shapedirs, _as_dense(right["shapedirs"], "shapedirs", right_path))
+            if state is not None:
+                model = dataclasses.replace(model, shapedirs_mirrored=state)
+    return model
 
 
 def resolve_tip_vertex_ids(tips: TipConvention | Sequence[int] | None, model: ManoModel) -> tuple[int, ...]:
@@ -422,8 +463,12 @@ class ManoLayer(nn.Module):
             (manopth's default). InterHand2.6M's parameters need False.
         fix_left_shapedirs: for ``side="left"``, negate the x component of ``shapedirs``
             (``shapedirs[:, 0, :] *= -1``). The official left file ships the right hand's shape blend
-            shapes (smplx issue #48), so equal betas give mirror-asymmetric hands; InterHand2.6M's
-            rendering code applies this fix. Default True; ignored for the right hand.
+            shapes unmirrored (smplx issue #48), so equal betas give mirror-asymmetric hands;
+            InterHand2.6M's rendering code applies this fix. None (default): apply it unless the model's
+            left ``shapedirs`` are known to be mirrored already (``ManoModel.shapedirs_mirrored``: decided
+            from the ``MANO_RIGHT.pkl`` beside the left file, or True for the open hand model); so official
+            files get the fix and correctly mirrored files do not. True / False force it. Ignored for the
+            right hand; ``layer.left_shapedirs_fixed`` tells whether it was applied.
         tips: fingertip vertices for joints 17-21. None (default): the file's ``tip_vertex_ids`` if it
             has them, else manopth's ids (745, 317, 444 right / 445 left, 556, 673). ``"manopth"`` or
             ``"smplx"`` (744, 320, 443, 554, 671) force a convention; 5 ints give them directly.
@@ -448,7 +493,7 @@ class ManoLayer(nn.Module):
         use_pca: bool = False,
         num_pca_comps: int = 6,
         flat_hand_mean: bool = False,
-        fix_left_shapedirs: bool = True,
+        fix_left_shapedirs: bool | None = None,
         tips: TipConvention | Sequence[int] | None = None,
         joint_order: Literal["internal", "mano"] = "internal",
         dtype: torch.dtype = torch.float32,
@@ -476,14 +521,18 @@ class ManoLayer(nn.Module):
         self.use_pca = use_pca
         self.num_pca_comps = int(num_pca_comps) if use_pca else NUM_HAND_POSE
         self.flat_hand_mean = bool(flat_hand_mean)
-        self.fix_left_shapedirs = bool(fix_left_shapedirs)
+        if fix_left_shapedirs is None:
+            fix_left_shapedirs = model.shapedirs_mirrored is not True
+        if not isinstance(fix_left_shapedirs, bool):
+            raise TypeError(f"fix_left_shapedirs: expected None or a bool, got {fix_left_shapedirs!r}")
+        self.left_shapedirs_fixed = side == "left" and fix_left_shapedirs
         self.joint_order = joint_order
         self.model_file = model.path
         self._parents = model.parents
         self.tip_ids = resolve_tip_vertex_ids(tips, model)
 
         shapedirs = model.shapedirs.copy()
-        if side == "left" and fix_left_shapedirs:
+        if self.left_shapedirs_fixed:
             shapedirs[:, 0, :] *= -1.0
         comps = model.hands_components[: self.num_pca_comps] if use_pca else np.zeros((0, NUM_HAND_POSE))
         mean = np.zeros(NUM_HAND_POSE) if flat_hand_mean else model.hands_mean
@@ -521,7 +570,7 @@ class ManoLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"side={self.side!r}, use_pca={self.use_pca}, hand_pose_dim={self.hand_pose_dim}, "
-                f"flat_hand_mean={self.flat_hand_mean}, fix_left_shapedirs={self.fix_left_shapedirs}, "
+                f"flat_hand_mean={self.flat_hand_mean}, left_shapedirs_fixed={self.left_shapedirs_fixed}, "
                 f"tips={self.tip_ids}, joint_order={self.joint_order!r}, vertices={self.num_vertices}")
 
     def _inputs(self, **named: Tensor | None) -> dict[str, Tensor]:
