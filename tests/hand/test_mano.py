@@ -179,6 +179,7 @@ def test_outputs_are_consistent(model_dir):
     # full pose = global orientation + PCA expansion + mean
     expected_pose = torch.cat([p["global_orient"], p["hand_pose"] @ layer.pca_components + layer.hands_mean], 1)
     torch.testing.assert_close(out.full_pose, expected_pose)
+    assert torch.equal(out.hand_pose, out.full_pose[:, 3:]) and out.hand_pose.shape == (b, 45)
     torch.testing.assert_close(layer.hands_mean, torch.from_numpy(random_right()["hands_mean"]))
     # rest joints: J_regressor @ (template + shape blend shapes)
     model = M.load_mano_model(model_dir, "right")
@@ -483,3 +484,45 @@ def test_mirror_fixture_is_a_valid_mano_dict():
     # the fixture's left model passes the same validation (guards the mirror helper itself)
     left = M.mano_model_from_dict(mirror_to_left(random_right()), "left")
     assert left.num_vertices == 778 and left.num_betas == 10 and left.parents == sk.MANO_KINTREE_PARENTS
+
+
+# ---------------------------------------------------------------------------------------------------
+# The shipped open hand model (MANO format)
+
+
+def _openhand_dir() -> Path:
+    from im2hands.hand.openhand import openhand_dir
+
+    return openhand_dir()
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("use_pca,ncomps,flat_hand_mean", [(False, 45, False), (False, 45, True), (True, 6, False),
+                                                           (True, 20, True)])
+def test_openhand_agrees_with_smplx(side, use_pca, ncomps, flat_hand_mean):
+    d = _openhand_dir()
+    ours = M.ManoLayer(d, side, use_pca=use_pca, num_pca_comps=ncomps, flat_hand_mean=flat_hand_mean,
+                       joint_order="mano")
+    assert not ours.left_shapedirs_fixed  # its left model is an exact mirror: no fix
+    ref = _smplx_mano(d, side, use_pca=use_pca, num_pca_comps=ncomps, flat_hand_mean=flat_hand_mean)
+    p = _params(4, ours.hand_pose_dim, seed=31)
+    out = ours(**p)
+    _assert_agrees(out, ref(**p))
+    # fingertips come from the file's tip_vertex_ids
+    ids = M.load_mano_model(d, side).tip_vertex_ids
+    assert ids is not None and ours.tip_ids == ids
+    assert torch.equal(out.joints[:, 16:], out.vertices[:, list(ids)])
+
+
+def test_openhand_left_is_the_mirrored_right():
+    d = _openhand_dir()
+    right = M.ManoLayer(d, "right", dtype=torch.float64)
+    left = M.ManoLayer(d, "left", dtype=torch.float64)
+    p = _params(3, 45, seed=12, dtype=torch.float64)
+    pm = dict(p, global_orient=p["global_orient"] * torch.from_numpy(AA_MIRROR),
+              hand_pose=p["hand_pose"] * torch.from_numpy(np.tile(AA_MIRROR, 15)),
+              transl=p["transl"] * torch.from_numpy(MIRROR))
+    r, l = right(**p), left(**pm)
+    # the files are exact mirrors (sign flips only), and so are the posed hands (measured: 0 difference)
+    torch.testing.assert_close(l.vertices, sk.mirror_x(r.vertices), atol=1e-12, rtol=0)
+    torch.testing.assert_close(l.joints, sk.mirror_x(r.joints), atol=1e-12, rtol=0)

@@ -446,6 +446,12 @@ class ManoOutput:
     betas: Tensor
     """(B, S) the shape coefficients used."""
 
+    @property
+    def hand_pose(self) -> Tensor:
+        """(B, 45) the hand pose actually used (``full_pose[:, 3:]``): axis-angle of the 15 finger joints in
+        MANO's order, after PCA expansion and ``hands_mean``, radians."""
+        return self.full_pose[:, 3:]
+
 
 class ManoLayer(nn.Module):
     """MANO-format hand: ``layer(global_orient, hand_pose, betas, transl)`` -> :class:`ManoOutput`.
