@@ -362,6 +362,9 @@ def test_loads_chumpy_pickles_without_chumpy(tmp_path, protocol, old_numpy_names
     plain = random_right(seed=4)
     blob = _pickle_with_fake_chumpy(_as_official(plain), protocol)
     assert b"chumpy.reordering" in blob and b"chumpy.ch" in blob and b"scipy.sparse" in blob
+    # Python-2 global names, as in the official files: __builtin__.set (chumpy's _dirty_vars), and
+    # copy_reg._reconstructor for protocol 0
+    assert b"__builtin__" in blob and (protocol > 0 or b"copy_reg" in blob)
     if old_numpy_names:  # as written by NumPy 1.x / Python 2: numpy.core.multiarray
         blob = blob.replace(b"numpy._core.", b"numpy.core.")
         assert b"numpy.core.multiarray" in blob

@@ -71,7 +71,6 @@ OPENHAND_KEY = "openhand_version"
 """Key present in the files of this project's open hand model, whose left model is an exact mirror of the
 right one (its ``shapedirs`` included, so the left-hand fix must not be applied)."""
 
-_PY2_MODULES = {"copy_reg": "copyreg", "__builtin__": "builtins"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,9 +120,11 @@ class _MANOUnpickler(pickle.Unpickler):
     numpy arrays/dtypes/scalars, scipy.sparse matrices and plain builtins are otherwise allowed."""
 
     def find_class(self, module: str, name: str) -> Any:
-        module = _PY2_MODULES.get(module, module)
+        # Python 2 names (copy_reg, __builtin__, ...), as pickle.Unpickler.find_class maps them itself
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        else:
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if module == "chumpy" or module.startswith("chumpy."):
             return _chumpy_class(module, name)
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
@@ -176,10 +177,10 @@ def _evaluate_chumpy(value: Any, where: str, depth: int = 0) -> Any:
     if kind in ("chumpy.ch.Ch", "chumpy.Ch"):
         return np.asarray(term("x"))
     if kind == "chumpy.reordering.Select":
-        out = np.asarray(term("a")).ravel()[np.asarray(state["idxs"])]
+        out = np.asarray(term("a")).ravel()[np.asarray(term("idxs"))]
         return out.reshape(state["preferred_shape"]) if "preferred_shape" in state else out
     if kind == "chumpy.reordering.Reshape":
-        return np.asarray(term("a")).reshape(state["newshape"])
+        return np.asarray(term("a")).reshape(term("newshape"))
     if kind == "chumpy.reordering.transpose":
         return np.transpose(np.asarray(term("a")), axes=state.get("axes"))
     raise ValueError(f"{where}: unsupported chumpy expression {kind} (supported: chumpy.ch.Ch, "
