@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse
+import smplx  # a test extra (pyproject.toml): the agreement tests never skip
 import torch
 
 from im2hands.hand import mano as M
@@ -17,7 +18,6 @@ from im2hands.hand import skeleton as sk
 from im2hands.hand.rotations import batch_rodrigues
 from tests.hand.mano_fixture import AA_MIRROR, MIRROR, mirror_to_left, random_right, write_fixture
 
-smplx = pytest.importorskip("smplx")
 
 
 @pytest.fixture(scope="module")
