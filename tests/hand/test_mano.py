@@ -19,7 +19,6 @@ from im2hands.hand.rotations import batch_rodrigues
 from tests.hand.mano_fixture import AA_MIRROR, MIRROR, mirror_to_left, random_right, write_fixture
 
 
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     return write_fixture(tmp_path_factory.mktemp("mano_fixture"))
