@@ -462,7 +462,7 @@ class ManoLayer(nn.Module):
             subfolder with them), one such file, or an already loaded :class:`ManoModel`.
         side: ``"right"`` or ``"left"``.
         use_pca: if True, ``hand_pose`` is (B, num_pca_comps) coefficients of the file's pose PCA; else
-            (B, 45) axis-angle. Default False (InterHand2.6M's and HALO's parameters are full poses).
+            (B, 45) axis-angle. Default False (InterHand2.6M's MANO parameters are full axis-angle poses).
         num_pca_comps: number of PCA components, 1..45 (used only with ``use_pca``). Unlike smplx, 45
             components still go through the PCA basis (as manopth does).
         flat_hand_mean: if False (default, as smplx and MANO), ``hands_mean`` is added to the 45 hand
