@@ -199,10 +199,8 @@ def load_mano_pickle(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             data = _MANOUnpickler(fh, encoding="latin1").load()
-    except pickle.UnpicklingError as exc:
-        raise ValueError(f"{path}: not a MANO model pickle ({exc})") from exc
-    except Exception as exc:  # any malformed byte stream: EOFError, KeyError, IndexError, ...
-        raise ValueError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # malformed or foreign byte streams: UnpicklingError, EOFError, KeyError, ...
+        raise ValueError(f"{path}: not a readable MANO model pickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a MANO model file: expected a pickled dict, got {type(data).__name__}")
     return {key: _evaluate_chumpy(val, f"{path}: key {key!r}") for key, val in data.items()}
@@ -431,7 +429,9 @@ class ManoLayer(nn.Module):
             ``"smplx"`` (744, 320, 443, 554, 671) force a convention; 5 ints give them directly.
         joint_order: ``"internal"`` (default; see :mod:`im2hands.hand.skeleton`) or ``"mano"`` (16
             kinematic joints in MANO's order, then the tips of thumb, index, middle, ring, pinky).
-        dtype: floating dtype of the buffers (``.double()`` / ``.to()`` also work).
+        dtype: floating dtype of the buffers, converted from the file's float64. ``.double()`` / ``.to()``
+            also work but cast the already rounded buffers: build with ``dtype=torch.float64`` for full
+            float64 precision.
 
     Buffers: ``v_template`` (V, 3), ``shapedirs`` (V, 3, S), ``posedirs`` (V, 3, 135), ``j_regressor``
     (16, V), ``lbs_weights`` (V, 16), ``hands_mean`` (45,) (zeros if ``flat_hand_mean``),
