@@ -178,8 +178,7 @@ class HandModel:
             (B, 16, 4, 4))``, float64, metres.
         """
         hand_pose = np.ascontiguousarray(np.atleast_2d(np.asarray(hand_pose, dtype=np.float64)))
-        betas = np.ascontiguousarray(
-            np.broadcast_to(np.asarray(betas, dtype=np.float64), (hand_pose.shape[0], self.layer.num_betas)))
+        betas = np.array(np.broadcast_to(np.asarray(betas, dtype=np.float64), (hand_pose.shape[0], self.layer.num_betas)))
         with torch.no_grad(), _one_thread():
             out = self.layer(hand_pose=torch.from_numpy(hand_pose), betas=torch.from_numpy(betas))
         v = out.vertices.numpy()
@@ -264,6 +263,7 @@ class _Mesh:
     edge_max: float
     _tree: cKDTree | None = None
     _faces32: np.ndarray | None = None
+    _trimesh: object | None = None
 
     @property
     def tree(self) -> cKDTree:
@@ -271,24 +271,37 @@ class _Mesh:
             self._tree = cKDTree(self.vertices)
         return self._tree
 
-    @property
-    def faces32(self) -> np.ndarray:
-        if self._faces32 is None:
-            self._faces32 = np.ascontiguousarray(self.faces, dtype=np.int32)
-        return self._faces32
-
-    def inside(self, points: np.ndarray, near: np.ndarray | None = None) -> np.ndarray:
-        """(N,) bool: points (N, 3) inside the mesh (winding number > 0.5). `near` (N,) distances to the
-        nearest vertex, if known; points farther than ``_INSIDE_RADIUS + edge_max`` are outside."""
-        import point_cloud_utils as pcu
-
+    def _candidates(self, points: np.ndarray, near: np.ndarray | None) -> np.ndarray:
         if near is None:
             near = self.tree.query(points, distance_upper_bound=_INSIDE_RADIUS + self.edge_max)[0]
-        cand = np.flatnonzero(near < _INSIDE_RADIUS + self.edge_max)
+        return np.flatnonzero(near < _INSIDE_RADIUS + self.edge_max)
+
+    def inside(self, points: np.ndarray, near: np.ndarray | None = None) -> np.ndarray:
+        """(N,) bool: points (N, 3) inside the mesh (fast winding number > 0.5, point-cloud-utils).
+        `near` (N,): known distances to the nearest vertex; points farther than ``_INSIDE_RADIUS +
+        edge_max`` cannot be inside and are skipped."""
+        import point_cloud_utils as pcu
+
+        if self._faces32 is None:
+            self._faces32 = np.ascontiguousarray(self.faces, dtype=np.int32)
+        cand = self._candidates(points, near)
         out = np.zeros(len(points), dtype=bool)
         if len(cand):
-            w = pcu.triangle_soup_fast_winding_number(self.vertices, self.faces32, np.ascontiguousarray(points[cand]))
+            w = pcu.triangle_soup_fast_winding_number(self.vertices, self._faces32, np.ascontiguousarray(points[cand]))
             out[cand] = w > 0.5
+        return out
+
+    def inside_by_rays(self, points: np.ndarray) -> np.ndarray:
+        """(N,) bool: points inside by ray parity (embree through trimesh, acceleration structure kept);
+        cheaper than :meth:`inside` for a few hundred points, used while closing fingers."""
+        import trimesh
+
+        if self._trimesh is None:
+            self._trimesh = trimesh.Trimesh(self.vertices, self.faces, process=False)
+        cand = self._candidates(points, None)
+        out = np.zeros(len(points), dtype=bool)
+        if len(cand):
+            out[cand] = self._trimesh.ray.contains_points(points[cand])
         return out
 
 
@@ -318,21 +331,22 @@ def _measure(a: _Mesh, b: _Mesh, rng: np.random.Generator, samples: int) -> Pair
     e = max(a.edge_max, b.edge_max)
     near_ab = b.tree.query(a.vertices)[0]  # (Va,) distance of a's vertices to b's nearest vertex
     near_ba = a.tree.query(b.vertices)[0]
-    # A vertex's distance d to the other surface satisfies near - e <= d <= near, and a vertex inside
-    # lies within _INSIDE_RADIUS + e of the other's vertices. Only these candidates can hold the minimum
-    # or lie inside; the others are farther than the best upper bound and outside.
-    best = min(near_ab.min(), near_ba.min())
-    reach = max(best + e, _INSIDE_RADIUS + e)
-    ca, cb = np.flatnonzero(near_ab <= reach), np.flatnonzero(near_ba <= reach)
-    sd_a, sd_b = _signed_distance(a.vertices[ca], b), _signed_distance(b.vertices[cb], a)
-    overlap = bool((sd_a < 0).any() or (sd_b < 0).any())
-    min_distance = 0.0 if overlap else float(min(sd_a.min(initial=np.inf), sd_b.min(initial=np.inf)))
+    in_ab, in_ba = b.inside(a.vertices, near_ab), a.inside(b.vertices, near_ba)
+    overlap = bool(in_ab.any() or in_ba.any())
+    min_distance = 0.0
     volume = 0.0
-    if overlap:
+    if not overlap:
+        # a vertex's distance d to the other surface satisfies near - e <= d <= near: only vertices whose
+        # lower bound beats the best upper bound can hold the minimum
+        best = min(near_ab.min(), near_ba.min())
+        ca, cb = near_ab <= best + e, near_ba <= best + e
+        min_distance = float(min(np.abs(_signed_distance(a.vertices[ca], b)).min(initial=np.inf),
+                                 np.abs(_signed_distance(b.vertices[cb], a)).min(initial=np.inf)))
+    else:
         # Every boundary point of the intersection lies on a triangle of one mesh inside the other; that
-        # triangle's vertices are within e of it, so their distance to the other surface is below e. The
-        # intersection therefore lies in the box of those vertices grown by e.
-        pts = np.concatenate([a.vertices[ca[sd_a < e]], b.vertices[cb[sd_b < e]]])
+        # triangle's vertices are within e of it, hence closer than e to the other surface and closer than
+        # 2e to its nearest vertex. So the intersection lies in the box of those vertices grown by e.
+        pts = np.concatenate([a.vertices[in_ab | (near_ab < 2 * e)], b.vertices[in_ba | (near_ba < 2 * e)]])
         lo = np.maximum(pts.min(0) - e, np.maximum(a.vertices.min(0), b.vertices.min(0)))
         hi = np.minimum(pts.max(0) + e, np.minimum(a.vertices.max(0), b.vertices.max(0)))
         if np.all(hi > lo):
@@ -479,40 +493,46 @@ def _slide(mover: _Hand, fixed: _Hand, anchor_mover: np.ndarray, anchor_fixed: n
 
 
 def _close(hand: _Hand, other: _Mesh, target: np.ndarray) -> None:
-    """Flex each finger from its current angles towards `target` (5, 3, 3) until it would enter `other`."""
+    """Flex each finger from its current angles towards `target` (5, 3, 3) until it would enter `other`.
+
+    The closing level of every finger (0 = current, 1 = target) climbs a ladder of levels, all fingers at
+    once, until the finger's vertices first enter `other`; the last free level is refined by bisection.
+    """
     start = hand.angles
-    levels = np.linspace(0.0, 1.0, _CLOSE_LEVELS)
     vf = hand.model.vertex_finger
+    finger_vertices = [np.flatnonzero(vf == f) for f in range(5)]
 
-    def pose_batch(lam: np.ndarray) -> np.ndarray:  # lam (B, 5) -> world vertices (B, V, 3)
-        ang = start[None] + lam[:, :, None, None] * (target - start)[None]
+    def entered(lam: np.ndarray, fingers: np.ndarray) -> np.ndarray:  # lam (5,) -> (len(fingers),) bool
+        ang = start + lam[:, None, None] * (target - start)
         hp = P.angles_to_hand_pose(ang, hand.model.frames) - hand.model.hands_mean
-        v = hand.model.forward(hp, hand.betas)[0]
-        return v @ hand.rot.T + hand.pos
+        v = hand.model.forward(hp[None], hand.betas)[0][0] @ hand.rot.T + hand.pos
+        idx = np.concatenate([finger_vertices[f] for f in fingers])
+        inside = other.inside_by_rays(v[idx])
+        counts = np.cumsum([0] + [len(finger_vertices[f]) for f in fingers])
+        return np.array([inside[counts[i]:counts[i + 1]].any() for i in range(len(fingers))])
 
-    def entered(v: np.ndarray) -> np.ndarray:  # (B, V, 3) -> (B, 5) finger inside `other`
-        sel = vf >= 0
-        pts = v[:, sel].reshape(-1, 3)
-        inside = other.inside(pts).reshape(v.shape[0], -1)
-        fingers = vf[sel]
-        return np.stack([inside[:, fingers == f].any(1) for f in range(5)], axis=1)
-
-    hit = entered(pose_batch(np.repeat(levels[:, None], 5, axis=1)))  # (L, 5)
-    lo = np.zeros(5)
-    hi = np.ones(5)
-    for f in range(5):
-        k = np.flatnonzero(hit[:, f])
-        if len(k) == 0:
-            lo[f] = hi[f] = 1.0
-        elif k[0] == 0:
-            lo[f] = hi[f] = 0.0
-        else:
-            lo[f], hi[f] = levels[k[0] - 1], levels[k[0]]
-    for _ in range(_CLOSE_BISECTIONS):
+    levels = np.linspace(0.0, 1.0, _CLOSE_LEVELS)
+    lo, hi = np.zeros(5), np.ones(5)
+    active = np.arange(5)
+    for k, level in enumerate(levels):
+        lam = lo.copy()
+        lam[active] = level
+        hit = entered(lam, active)
+        for f in active[hit]:
+            lo[f], hi[f] = (levels[k - 1], level) if k else (0.0, 0.0)
+        lo[active[~hit]] = level
+        active = active[~hit]
+        if not len(active):
+            break
+    hi[active] = lo[active] = 1.0
+    open_ = np.flatnonzero(hi > lo)
+    for _ in range(_CLOSE_BISECTIONS if len(open_) else 0):
         mid = 0.5 * (lo + hi)
-        h = entered(pose_batch(mid[None]))[0]
-        lo = np.where(h, lo, mid)
-        hi = np.where(h, mid, hi)
+        lam = lo.copy()
+        lam[open_] = mid[open_]
+        hit = entered(lam, open_)
+        lo[open_[~hit]] = mid[open_[~hit]]
+        hi[open_[hit]] = mid[open_[hit]]
     hand.pose_(start + lo[:, None, None] * (target - start))
 
 
