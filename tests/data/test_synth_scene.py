@@ -149,3 +149,17 @@ def test_bad_arguments(hands):
         sample_scene(np.random.default_rng(0), None)
     with pytest.raises(FileNotFoundError):
         load_hand_models("/nonexistent/mano")
+
+
+def test_penetrating_placements_are_rejected(hands, monkeypatch):
+    """With a threshold below the first placement's penetration, that placement is rejected and the
+    returned scene respects the threshold."""
+    from im2hands.data.synth import scene as scene_mod
+
+    first = sample_scene(np.random.default_rng(3), hands, kind="touch")
+    assert first.attempts == 1 and first.penetration_volume > 0
+    threshold = 0.5 * first.penetration_volume
+    monkeypatch.setattr(scene_mod, "MAX_PENETRATION_VOLUME", threshold)
+    again = sample_scene(np.random.default_rng(3), hands, kind="touch")
+    assert again.attempts > 1
+    assert again.penetration_volume <= threshold

@@ -127,6 +127,9 @@ class Scene:
     """Volume inside both hands, m^3 (Monte-Carlo estimate, after rejection)."""
     min_distance: float
     """Minimum vertex-to-surface distance between the hands, metres (0 when overlapping)."""
+    attempts: int = 1
+    """Placements drawn for this scene (1: the first passed the penetration test; more: earlier ones were
+    rejected or missed; ``MAX_ATTEMPTS + 1``: the mover was finally backed off)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -687,10 +690,12 @@ def sample_scene(rng: np.random.Generator, hands: HandModels, *, kind: str | Non
     if best is None:
         raise RuntimeError("sample_scene: no placement met the hands in any attempt")
     mover, fixed, meas = best
+    attempts = attempt + 1
     # last resort: back the mover off along the line between the hands until the volume is accepted
     away = mover.palm_centre() - fixed.palm_centre()
     away /= np.linalg.norm(away)
     while meas.penetration_volume > MAX_PENETRATION_VOLUME:
+        attempts = MAX_ATTEMPTS + 1
         mover.pos = mover.pos + 0.002 * away
         meas = _measure(mover.mesh(), fixed.mesh(), rng, PENETRATION_SAMPLES)
 
@@ -704,4 +709,4 @@ def sample_scene(rng: np.random.Generator, hands: HandModels, *, kind: str | Non
     occlusion_axis = right.vertices.mean(0) - left.vertices.mean(0)
     camera = sample_camera(rng, np.concatenate([right.vertices, left.vertices]), occlusion_axis=occlusion_axis)
     return Scene(right=right, left=left, camera=camera, kind=kind, contact=meas.contact,
-                 penetration_volume=meas.penetration_volume, min_distance=meas.min_distance)
+                 penetration_volume=meas.penetration_volume, min_distance=meas.min_distance, attempts=attempts)
