@@ -135,6 +135,21 @@ def main(argv=None) -> int:
                       PENETRATION_SAMPLES)
     brute = (time.perf_counter() - t0) / len(sub)
     print(f"measure_pair {fast * 1e3:.1f} ms vs brute force {brute * 1e3:.1f} ms per scene: {brute / fast:.1f}x")
+
+    layer = hands.right.layer
+    pose, betas = torch.zeros(1, 45, dtype=torch.float64), torch.zeros(1, 10, dtype=torch.float64)
+    times = {}
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            layer(hand_pose=pose, betas=betas)
+            t0 = time.perf_counter()
+            for _ in range(50):
+                layer(hand_pose=pose, betas=betas)
+        times[threads] = (time.perf_counter() - t0) / 50
+    torch.set_num_threads(2)
+    print(f"layer forward (batch 1, float64): {times[2] * 1e3:.2f} ms on 2 threads vs {times[1] * 1e3:.2f} ms on 1 "
+          f"thread: {times[2] / times[1]:.1f}x (the sampler runs the layer on 1 thread)")
     return 0
 
 

@@ -33,7 +33,7 @@ Monte-Carlo estimate of the volume inside both meshes in a box that provably con
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -396,20 +396,28 @@ def measure_pair(vertices_a: np.ndarray, faces_a: np.ndarray, vertices_b: np.nda
 
 @dataclass
 class _Hand:
-    """Working state of one hand while a scene is built: pose in the model frame, rigid placement."""
+    """Working state of one hand while a scene is built: its pose (model frame) and rigid placement
+    ``world = rot @ local + pos``. Call :meth:`pose_` before reading the geometry."""
 
     model: HandModel
     betas: np.ndarray
-    angles: np.ndarray
-    rot: np.ndarray = None  # (3, 3) placement rotation: world = rot @ local + pos
-    pos: np.ndarray = None
-    local_vertices: np.ndarray = None
-    local_joints: np.ndarray = None
-    local_transforms: np.ndarray = None
+    """(10,) shape coefficients."""
+    angles: np.ndarray = field(default_factory=lambda: np.zeros((5, 3, 3)))
+    """(5, 3, 3) anatomical angles, radians."""
+    rot: np.ndarray = field(default_factory=lambda: np.eye(3))
+    """(3, 3) placement rotation."""
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    """(3,) placement translation, metres."""
+    local_vertices: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """(V', 3) closed posed mesh in the model frame, metres."""
+    local_joints: np.ndarray = field(default_factory=lambda: np.zeros((21, 3)))
+    """(21, 3) posed joints in the model frame (internal order), metres."""
+    local_transforms: np.ndarray = field(default_factory=lambda: np.zeros((16, 4, 4)))
+    """(16, 4, 4) posed joint transforms in the model frame."""
 
-    def pose_(self, angles: np.ndarray | None = None) -> None:
-        if angles is not None:
-            self.angles = angles
+    def pose_(self, angles: np.ndarray) -> None:
+        """Pose the hand with anatomical `angles` (5, 3, 3) and update the model-frame geometry."""
+        self.angles = angles
         hp = P.angles_to_hand_pose(self.angles, self.model.frames) - self.model.hands_mean
         v, j, t = self.model.forward(hp[None], self.betas)
         self.local_vertices, self.local_joints, self.local_transforms = v[0], j[0], t[0]
@@ -554,7 +562,7 @@ def _place_touch(rng: np.random.Generator, a: _Hand, b: _Hand) -> bool:
     far_from_wrist = np.flatnonzero(np.linalg.norm(bv - b.joints[0], axis=1) > 0.03)
     q = int(rng.choice(far_from_wrist))
     target, n_q = bv[q], normals[q]
-    distal, _, normal = a.axes()
+    _, _, normal = a.axes()
     j = a.joints
     if rng.uniform() < 0.75:  # fingertip: pad or tip
         f = int(rng.choice(5, p=_TOUCH_FINGERS))
@@ -570,7 +578,7 @@ def _place_touch(rng: np.random.Generator, a: _Hand, b: _Hand) -> bool:
     return _slide(a, b, point, target, -n_q, rng.uniform(0.0, 0.0015))
 
 
-def _place_stack(rng: np.random.Generator, a: _Hand, b: _Hand, angle: float, palms_facing: bool,
+def _place_stack(a: _Hand, b: _Hand, angle: float, palms_facing: bool,
                  anchor_a: np.ndarray, anchor_b: np.ndarray, from_palm_side: bool, push: float) -> bool:
     """Orient a against b (finger directions `angle` apart about b's palm normal, palms facing or
     parallel) and slide it onto b from b's palm or back side."""
@@ -605,7 +613,7 @@ def _place(rng: np.random.Generator, kind: str, a: _Hand, b: _Hand) -> bool:
         db, rb, nb = b.axes()
         offset = rng.normal(0, 0.012, 2)
         anchor_b = b.palm_centre() + offset[0] * db + offset[1] * rb
-        ok = _place_stack(rng, a, b, angle, True, a.palm_centre(), anchor_b, True, rng.uniform(0.0, 0.001))
+        ok = _place_stack(a, b, angle, True, a.palm_centre(), anchor_b, True, rng.uniform(0.0, 0.001))
         if ok:
             _close(b, a.mesh(), P.fist_angles(rng))
             _close(a, b.mesh(), P.fist_angles(rng))
@@ -613,7 +621,7 @@ def _place(rng: np.random.Generator, kind: str, a: _Hand, b: _Hand) -> bool:
     if kind == "cross":
         angle = rng.choice([-1, 1]) * np.deg2rad(rng.uniform(35, 145))
         push = rng.uniform(0.0, 0.001) if rng.uniform() < 0.5 else -rng.uniform(0.002, 0.02)
-        return _place_stack(rng, a, b, angle, bool(rng.uniform() < 0.5), _axis_point(a, rng.uniform(-0.1, 0.8)),
+        return _place_stack(a, b, angle, bool(rng.uniform() < 0.5), _axis_point(a, rng.uniform(-0.1, 0.8)),
                             _axis_point(b, rng.uniform(-0.1, 0.8)), bool(rng.uniform() < 0.5), push)
     if kind == "near":
         rot = Rotation.random(random_state=rng).as_matrix()
@@ -672,10 +680,8 @@ def sample_scene(rng: np.random.Generator, hands: HandModels, *, kind: str | Non
     mover_side = "right" if rng.uniform() < 0.5 else "left"
     best = None
     for attempt in range(MAX_ATTEMPTS):
-        mover, fixed = (
-            _Hand(hands.side(s), _sample_betas(rng, hands.side(s).layer.num_betas), np.zeros((5, 3, 3)),
-                  np.eye(3), np.zeros(3))
-            for s in (mover_side, sk.other_side(mover_side)))
+        mover, fixed = (_Hand(hands.side(s), _sample_betas(rng, hands.side(s).layer.num_betas))
+                        for s in (mover_side, sk.other_side(mover_side)))
         mover_styles = _TOUCHER_STYLES if kind == "touch" else _POSE_STYLES[kind]
         mover.pose_(P.sample_hand_angles(rng, styles=mover_styles).angles)
         fixed.pose_(P.sample_hand_angles(rng, styles=_POSE_STYLES[kind]).angles)
@@ -693,6 +699,8 @@ def sample_scene(rng: np.random.Generator, hands: HandModels, *, kind: str | Non
     attempts = attempt + 1
     # last resort: back the mover off along the line between the hands until the volume is accepted
     away = mover.palm_centre() - fixed.palm_centre()
+    if np.linalg.norm(away) < 1e-6:
+        away = -mover.axes()[2]  # coinciding palm centres: back off behind the mover's palm
     away /= np.linalg.norm(away)
     while meas.penetration_volume > MAX_PENETRATION_VOLUME:
         attempts = MAX_ATTEMPTS + 1
