@@ -497,7 +497,7 @@ def _designed_deformations(skel: RestSkeleton) -> list[_Deformation]:
 
     zero3 = np.zeros((3, 3))
     return [
-        _Deformation(0.07 * np.eye(3), origin, np.full(16, 0.07), np.full(16, 0.07)),
+        _Deformation(0.07 * np.eye(3), origin, np.full(16, 0.07), sel(list(range(1, 16)), 0.07)),
         _Deformation(zero3, origin, sel(fingers, 0.06), z),
         _Deformation(zero3, origin, z, sel(fingers, 0.09)),
         _Deformation(diag(zz=0.06), palm_mid, z, z),
@@ -671,15 +671,14 @@ _PCA_SAMPLES = 20000
 
 
 def pose_pca(skel: RestSkeleton) -> tuple[np.ndarray, np.ndarray]:
-    """PCA pose prior: ``hands_components`` (45, 45), rows orthonormal, by decreasing variance, and
-    ``hands_mean`` (45,) (the relaxed pose; the PCA is taken about it)."""
+    """PCA pose prior: ``hands_components`` (45, 45), rows orthonormal, by decreasing variance of the
+    correlated ``sample_anatomical_poses``, and ``hands_mean`` (45,), the designed ``relaxed_pose``."""
     rng = np.random.default_rng(0)
     poses = sample_anatomical_poses(skel, _PCA_SAMPLES, rng, correlated=True)
-    mean = relaxed_pose(skel)
-    _, _, vt = np.linalg.svd(poses - mean, full_matrices=False)
+    _, _, vt = np.linalg.svd(poses - poses.mean(0), full_matrices=False)
     # deterministic signs: largest-magnitude entry of each component positive
     signs = np.sign(vt[np.arange(45), np.abs(vt).argmax(1)])
-    return vt * signs[:, None], mean
+    return vt * signs[:, None], relaxed_pose(skel)
 
 
 # ------------------------------------------------------------------------------------------- the model
