@@ -97,6 +97,13 @@ def main(argv=None) -> int:
         print(f"{k:8s}  {sel.mean():5.2f}  {contact[sel].mean():7.2f}  {vol[sel].mean():20.3f}  "
               f"{dist[sel].mean():18.1f}  {wall[sel].mean():13.3f}")
     print(f"all       1.00  {contact.mean():7.2f}  {vol.mean():20.3f}  {dist.mean():18.1f}  {wall.mean():13.3f}")
+    from im2hands.data.synth.scene import KINDS
+
+    names = list(KINDS)
+    draws = Counter(names[int(np.random.default_rng(i).choice(len(names), p=[KINDS[k] for k in names]))]
+                    for i in range(20000))  # the category is the first draw of sample_scene
+    print("configured shares " + ", ".join(f"{k} {KINDS[k]:.2f}" for k in names) + "; drawn over 20,000 seeds "
+          + ", ".join(f"{k} {draws[k] / 20000:.2f}" for k in names))
     print(f"contact share: {contact.mean():.2f}; penetration volume mean {vol.mean():.3f} cm^3, "
           f"mean over contact scenes {vol[contact].mean():.3f} cm^3, max {vol.max():.3f} cm^3 "
           f"(threshold {MAX_PENETRATION_VOLUME * 1e6:.1f}); scenes with any overlap {np.mean(vol > 0):.2f}")
