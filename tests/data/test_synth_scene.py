@@ -166,3 +166,13 @@ def test_penetrating_placements_are_rejected(hands, monkeypatch):
     again = sample_scene(np.random.default_rng(seed), hands, kind="touch")
     assert again.attempts > 1
     assert again.penetration_volume <= threshold
+
+
+def test_sampling_leaves_the_torch_thread_count_alone(hands):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sample_scene(np.random.default_rng(5), hands, kind="near")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
