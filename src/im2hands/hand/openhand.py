@@ -34,7 +34,8 @@ plane with its base (CMC) on the palm side.
 Left hand: the exact x-mirror of the right one (vertices and joints x-negated, face winding flipped,
 ``shapedirs[:, 0]`` negated, ``posedirs`` mirrored, pose components mirrored as axis-angle (x, -y, -z)).
 Real MANO's left ``shapedirs`` need the well-known fix ``shapedirs[:, 0, :] *= -1`` (smplx issue #48);
-ours are already correct and that fix must **not** be applied to them.
+ours are already correct and that fix must **not** be applied to them: build the layer with
+``ManoLayer(openhand_dir(), side="left", fix_left_shapedirs=False)``.
 
 Construction (``build_right``):
 
@@ -775,12 +776,11 @@ def openhand_dir() -> Path:
 
 
 def load_model(path: Path) -> dict:
-    """Read a model pickle written by ``write_model`` (or a chumpy-free MANO file) into a dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="latin1")
+    """Read a model file (ours or MANO's) into a dict of arrays, with the restricted, chumpy-free
+    unpickler of :func:`im2hands.hand.mano.load_mano_pickle` (no arbitrary code runs)."""
+    from im2hands.hand.mano import load_mano_pickle
+
+    return load_mano_pickle(path)
 
 
 def main(argv: list[str] | None = None) -> int:
