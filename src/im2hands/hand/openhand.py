@@ -15,7 +15,7 @@ key                  shape             meaning
 ``J_regressor``      (16, V) csc       convex rows: rest joints = ``J_regressor @ v_template``
 ``weights``          (V, 16) float32   linear-blend-skinning weights, rows sum to 1
 ``shapedirs``        (V, 3, 10) f32    vertex offsets per unit of each shape coefficient (table below)
-``posedirs``         (V, 3, 135) f16   pose correctives: **all zero** (plain LBS; float16 keeps files small)
+``posedirs``         (V, 3, 135) f16   simple pose correctives (``pose_correctives``; float16 keeps files small)
 ``hands_components`` (45, 45)          orthonormal PCA basis (rows) of a designed anatomical pose prior
 ``hands_mean``       (45,)             relaxed mean pose (fingers slightly flexed), axis-angle, radians
 ``tip_vertex_ids``   (5,) int64        fingertip vertices: thumb, index, middle, ring, pinky
@@ -47,9 +47,11 @@ Construction (``build_right``):
    across each joint's plane along the bone, then a few mesh-Laplacian smoothing steps.
 4. Joint regressor: for each joint, non-negative weights summing to 1 over its nearest vertices that
    reproduce the designed joint (so joints follow shape changes).
-5. Shape directions (``SHAPE_COMPONENTS``): each is a designed deformation (per-bone stretch along the
+5. Pose correctives (``pose_correctives``): a bulge along the normal at each bent joint against linear
+   blend skinning's volume loss.
+6. Shape directions (``SHAPE_COMPONENTS``): each is a designed deformation (per-bone stretch along the
    bone, radial scaling around the bone, palm affine map) blended by the skinning weights.
-6. Pose prior: PCA of poses sampled from ``sample_anatomical_poses``.
+7. Pose prior: PCA of poses sampled from ``sample_anatomical_poses``.
 
 License: generated entirely by this module's own code and design numbers (no MANO data); it is part of
 im2hands and under the project's license.
@@ -552,6 +554,31 @@ def shape_directions(v: np.ndarray, weights: np.ndarray, skel: RestSkeleton) -> 
     return out
 
 
+# -------------------------------------------------------------------------------------- pose correctives
+
+CORRECTIVE_BULGE = 0.0015
+"""Outward push (m) of the middle of a joint's blend region at 90 degrees of rotation (``posedirs``)."""
+
+
+def pose_correctives(v: np.ndarray, f: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pose blend shapes (V, 3, 135) that offset linear blend skinning's volume loss at bent joints.
+
+    For joint j (1..15) with parent p, a vertex moves along its rest normal n by
+    ``CORRECTIVE_BULGE * s * (1 - cos(angle_j))`` with profile ``s = min(4 w_p w_j, 1)`` (1 where the two
+    bones' weights are equal). MANO's pose feature is ``R_j - I`` (row-major, 9 per joint) and
+    ``trace(R_j - I) = 2 (cos(angle_j) - 1)``, so only the three diagonal entries get ``-bulge * s * n / 2``.
+    """
+    import trimesh
+
+    n = trimesh.Trimesh(v, f, process=False).vertex_normals
+    out = np.zeros((len(v), 3, 9 * 15))
+    for j in range(1, 16):
+        s = np.minimum(4.0 * weights[:, MANO_KINTREE_PARENTS[j]] * weights[:, j], 1.0)
+        for d in range(3):
+            out[:, :, 9 * (j - 1) + 4 * d] = -0.5 * CORRECTIVE_BULGE * s[:, None] * n
+    return out
+
+
 # ------------------------------------------------------------------------------------------- pose space
 
 def _rotvec(r: np.ndarray) -> np.ndarray:
@@ -713,7 +740,7 @@ def build_right() -> dict:
         "J_regressor": jreg,
         "weights": w.astype(np.float32),
         "shapedirs": shapedirs.astype(np.float32),
-        "posedirs": np.zeros((len(v), 3, 135), dtype=np.float16),
+        "posedirs": pose_correctives(v, f, w).astype(np.float16),
         "hands_components": components,
         "hands_mean": mean,
         "tip_vertex_ids": _tip_vertices(v, skel),
