@@ -394,6 +394,13 @@ def test_regenerated_files_equal_the_shipped_ones(tmp_path, right, left):
                                            atol=1e-6, rtol=0, err_msg=key)
 
 
+def test_open_hand_layer_never_applies_the_left_shapedirs_fix():
+    layer = oh.open_hand_layer("left", dtype=torch.float64)
+    assert not layer.fix_left_shapedirs and layer.side == "left"
+    shipped = oh.load_model(oh.openhand_dir() / "MANO_LEFT.pkl")["shapedirs"]
+    np.testing.assert_array_equal(layer.shapedirs.numpy(), np.asarray(shipped, np.float64))
+
+
 def test_load_model_names_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.pkl"):
         oh.load_model(tmp_path / "nothere.pkl")

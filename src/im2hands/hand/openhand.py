@@ -35,7 +35,7 @@ Left hand: the exact x-mirror of the right one (vertices and joints x-negated, f
 ``shapedirs[:, 0]`` negated, ``posedirs`` mirrored, pose components mirrored as axis-angle (x, -y, -z)).
 Real MANO's left ``shapedirs`` need the well-known fix ``shapedirs[:, 0, :] *= -1`` (smplx issue #48);
 ours are already correct and that fix must **not** be applied to them: build the layer with
-``ManoLayer(openhand_dir(), side="left", fix_left_shapedirs=False)``.
+``open_hand_layer(side)`` or ``ManoLayer(openhand_dir(), side="left", fix_left_shapedirs=False)``.
 
 Construction (``build_right``):
 
@@ -63,7 +63,6 @@ import argparse
 import os
 import pickle
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,7 +309,9 @@ def _taubin(v: np.ndarray, f: np.ndarray, iterations: int) -> np.ndarray:
 
 def build_surface(skel: RestSkeleton, *, voxel: float = 0.0016, n_verts: int = N_VERTS_TARGET
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Mesh the rest hand: marching cubes of ``hand_field``, smoothing, quadric simplification.
+    """Mesh the rest hand: marching cubes of ``hand_field`` (`voxel` metres), Taubin smoothing, quadric
+    simplification to `n_verts` vertices (libigl, intersection blocking), then tangential relaxation of the
+    triangles alternating with projection back onto the field's zero level.
 
     Returns:
         v: (V, 3) float64 vertices, metres; f: (F, 3) int64 outward triangles. Watertight, one component.
@@ -328,7 +329,6 @@ def build_surface(skel: RestSkeleton, *, voxel: float = 0.0016, n_verts: int = N
     field = hand_field(grid.reshape(-1, 3), skel).reshape(grid.shape[:3])
     v, f = mcubes.marching_cubes(-field, 0.0)
     v = lo + v * voxel
-    t1 = time.perf_counter()
     mesh = trimesh.Trimesh(v, f.astype(np.int64), process=True)
     parts = mesh.split(only_watertight=False)
     mesh = max(parts, key=lambda m: len(m.faces))
@@ -800,6 +800,22 @@ def generate(out_dir: Path) -> tuple[Path, Path]:
 def openhand_dir() -> Path:
     """Folder of the shipped open hand model files (``MANO_RIGHT.pkl``, ``MANO_LEFT.pkl``)."""
     return Path(__file__).resolve().parents[1] / "assets" / "openhand"
+
+
+def open_hand_layer(side: str = "right", *, use_pca: bool = False, num_pca_comps: int = 6,
+                    flat_hand_mean: bool = False, joint_order: str = "internal", dtype=None):
+    """A :class:`im2hands.hand.mano.ManoLayer` of the shipped open hand model for `side`.
+
+    Same options as ``ManoLayer``, except that the real-MANO left-hand shapedirs fix is always off (our left
+    model is already an exact mirror). `dtype` defaults to ``torch.float32``.
+    """
+    import torch
+
+    from im2hands.hand.mano import ManoLayer
+
+    return ManoLayer(openhand_dir(), side=side, use_pca=use_pca, num_pca_comps=num_pca_comps,
+                     flat_hand_mean=flat_hand_mean, fix_left_shapedirs=False, joint_order=joint_order,
+                     dtype=torch.float32 if dtype is None else dtype)
 
 
 def load_model(path: Path) -> dict:
