@@ -401,6 +401,21 @@ def test_open_hand_layer_never_applies_the_left_shapedirs_fix():
     np.testing.assert_array_equal(layer.shapedirs.numpy(), np.asarray(shipped, np.float64))
 
 
+def test_bad_arguments_raise_clear_errors(skel):
+    with pytest.raises(ValueError, match="abd: expected shape"):
+        oh.pose_from_angles(skel, np.zeros((2, 15)), np.zeros((3, 15)), np.zeros((2, 15)))
+    with pytest.raises(ValueError, match="flex: contains NaN"):
+        oh.pose_from_angles(skel, np.full((1, 15), np.nan), np.zeros((1, 15)), np.zeros((1, 15)))
+    with pytest.raises(ValueError, match="n: expected a positive int"):
+        oh.sample_anatomical_poses(skel, 0, np.random.default_rng(0))
+    with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator"):
+        oh.sample_anatomical_poses(skel, 3, 0)
+    with pytest.raises(ValueError, match="voxel"):
+        oh.build_surface(skel, voxel=0.1)
+    with pytest.raises(ValueError, match="bone: expected 1..15"):
+        skel.bone_end(0)
+
+
 def test_load_model_names_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.pkl"):
         oh.load_model(tmp_path / "nothere.pkl")

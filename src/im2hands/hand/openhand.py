@@ -320,6 +320,11 @@ def build_surface(skel: RestSkeleton, *, voxel: float = 0.0016, n_verts: int = N
     import mcubes
     import trimesh
 
+    if not 0.0005 <= voxel <= 0.004:
+        raise ValueError(f"voxel: expected a marching-cubes voxel size in [0.0005, 0.004] m, got {voxel}")
+    if not 300 <= n_verts <= 20000:
+        raise ValueError(f"n_verts: expected a target vertex count in [300, 20000], got {n_verts}")
+
     outline = np.stack([_PALM_OUTLINE[:, 0], np.full(len(_PALM_OUTLINE), _PALM_MID_Y), _PALM_OUTLINE[:, 1]], 1)
     pts = np.concatenate([skel.joints, skel.tips, outline])
     lo = pts.min(0) - 0.025
@@ -621,8 +626,17 @@ def pose_from_angles(skel: RestSkeleton, flex: np.ndarray, abd: np.ndarray, twis
     rest template frame (MANO's relative joint rotations are expressed in the rest frame's axes).
     For index-pinky, positive ``abd`` spreads a finger towards the thumb.
     """
+    arrays = {"flex": np.asarray(flex, dtype=np.float64), "abd": np.asarray(abd, dtype=np.float64),
+              "twist": np.asarray(twist, dtype=np.float64)}
+    n = arrays["flex"].shape[0] if arrays["flex"].ndim == 2 else -1
+    for name, a in arrays.items():
+        if a.ndim != 2 or a.shape != (n, 15):
+            raise ValueError(f"{name}: expected shape (N, 15) with the same N for flex, abd and twist, "
+                             f"got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}: contains NaN or inf")
+    flex, abd, twist = arrays["flex"], arrays["abd"], arrays["twist"]
     ax = joint_axes(skel)
-    n = len(flex)
     out = np.zeros((n, 15, 3))
     from scipy.spatial.transform import Rotation
 
@@ -669,6 +683,10 @@ def sample_anatomical_poses(skel: RestSkeleton, n: int, rng: np.random.Generator
     ``THUMB_RANGES``. With ``correlated=True`` the flexions share a per-sample grip level (as in real
     hands; used for the PCA prior).
     """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
     flex = np.zeros((n, 15))
     abd = np.zeros((n, 15))
     twist = np.zeros((n, 15))
