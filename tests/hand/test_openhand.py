@@ -238,8 +238,11 @@ def test_random_betas_give_plausible_adult_hands(layer_r):
     lo, hi = np.percentile(length, [0.5, 99.5])
     assert 0.14 < lo and hi < 0.25, (lo, hi)
     assert 0.185 < np.median(length) < 0.20
-    vol = np.array([trimesh.Trimesh(v, layer_r.faces.numpy(), process=False).volume for v in out.vertices[:50].numpy()])
+    faces = layer_r.faces.numpy()
+    vol = np.array([trimesh.Trimesh(v, faces, process=False).volume for v in out.vertices[:50].numpy()])
     assert vol.min() > 0
+    for v in out.vertices[:20].numpy():  # shaped rest meshes stay free of self-intersections
+        assert len(self_intersecting_pairs(v, faces)) == 0
 
 
 # ------------------------------------------------------------------------------------------ poses
