@@ -398,10 +398,12 @@ def test_regenerated_files_equal_the_shipped_ones(tmp_path, right, left):
 
 
 def test_open_hand_layer_never_applies_the_left_shapedirs_fix():
-    layer = oh.open_hand_layer("left", dtype=torch.float64)
-    assert not layer.fix_left_shapedirs and layer.side == "left"
     shipped = oh.load_model(oh.openhand_dir() / "MANO_LEFT.pkl")["shapedirs"]
-    np.testing.assert_array_equal(layer.shapedirs.numpy(), np.asarray(shipped, np.float64))
+    # ManoLayer's default recognises the open hand file (key openhand_version) and skips the fix too
+    for layer in (oh.open_hand_layer("left", dtype=torch.float64),
+                  ManoLayer(oh.openhand_dir(), side="left", dtype=torch.float64)):
+        assert not layer.left_shapedirs_fixed and layer.side == "left"
+        np.testing.assert_array_equal(layer.shapedirs.numpy(), np.asarray(shipped, np.float64))
 
 
 def test_bad_arguments_raise_clear_errors(skel):

@@ -34,8 +34,8 @@ plane with its base (CMC) on the palm side.
 Left hand: the exact x-mirror of the right one (vertices and joints x-negated, face winding flipped,
 ``shapedirs[:, 0]`` negated, ``posedirs`` mirrored, pose components mirrored as axis-angle (x, -y, -z)).
 Real MANO's left ``shapedirs`` need the well-known fix ``shapedirs[:, 0, :] *= -1`` (smplx issue #48);
-ours are already correct and that fix must **not** be applied to them: build the layer with
-``open_hand_layer(side)`` or ``ManoLayer(openhand_dir(), side="left", fix_left_shapedirs=False)``.
+ours are already correct and that fix must **not** be applied to them (``ManoLayer`` recognises our files
+by the key ``openhand_version`` and skips it; ``open_hand_layer`` turns it off explicitly).
 
 Construction (``build_right``):
 
