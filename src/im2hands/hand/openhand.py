@@ -16,8 +16,8 @@ key                  shape             meaning
 ``weights``          (V, 16) float32   linear-blend-skinning weights, rows sum to 1
 ``shapedirs``        (V, 3, 10) f32    vertex offsets per unit of each shape coefficient (table below)
 ``posedirs``         (V, 3, 135) f16   simple pose correctives (``pose_correctives``; float16 keeps files small)
-``hands_components`` (45, 45)          orthonormal PCA basis (rows) of a designed anatomical pose prior
-``hands_mean``       (45,)             relaxed mean pose (fingers slightly flexed), axis-angle, radians
+``hands_components`` (45, 45) f64      orthonormal PCA basis (rows) of a designed anatomical pose prior
+``hands_mean``       (45,) f64         relaxed mean pose (fingers slightly flexed), axis-angle, radians
 ``tip_vertex_ids``   (5,) int64        fingertip vertices: thumb, index, middle, ring, pinky
 ``openhand_version`` str               generator version
 ==================== ================= =====================================================================
@@ -42,7 +42,8 @@ Construction (``build_right``):
 1. Rest skeleton (``rest_skeleton``): designed adult joint positions, per-segment radii.
 2. Surface: a signed distance field made of a rounded palm slab, a thenar ellipsoid and rounded cones
    along every finger segment (smooth unions), meshed by marching cubes, Taubin-smoothed, simplified by
-   quadric edge collapse (libigl) to about ``N_VERTS_TARGET`` vertices, then Taubin-smoothed again.
+   quadric edge collapse (libigl) to ``N_VERTS_TARGET`` vertices, then relaxed tangentially and projected
+   back onto the field.
 3. Skinning weights: soft membership to palm/finger regions of the distance field times smoothstep blends
    across each joint's plane along the bone, then a few mesh-Laplacian smoothing steps.
 4. Joint regressor: for each joint, non-negative weights summing to 1 over its nearest vertices that
