@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,7 +27,7 @@ def kpts_state(golden):
 
 def _save_official(path, state):
     """An official-format training checkpoint (artihand/checkpoints.py layout)."""
-    torch.save({"model": state, "optimizer": {}, "epoch_it": 3, "it": 0, "loss_val_best": 1.5}, path)
+    torch.save({"model": state, "optimizer": {}, "epoch_it": 3, "it": 0, "loss_val_best": np.float64(1.5)}, path)
     return path
 
 
