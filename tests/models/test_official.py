@@ -1,6 +1,5 @@
 """Official checkpoint conversion: name map, merging, key-set errors, round trip through our format."""
 
-
 import numpy as np
 import pytest
 import torch
