@@ -71,11 +71,13 @@ def test_corrupted_key_set_lists_every_problem(kpts_state, tmp_path, capsys):
 
 def test_name_map():
     t = torch.arange(3.0)
-    out = official_to_ours({"module.encoder.resnet.conv1.weight": t, "module.decoder.x": t, "module.mid_model.y": t,
-                            "decoder.lin0_2.weight": t, "img_ex_left.attn.fc.bias": t})
-    assert set(out) == {"image_encoder.resnet.conv1.weight", "left_decoder.lin0_2.weight",
-                        "right_decoder.lin0_2.weight", "img_ex_left.attn.fc.bias"}
+    intag = official_to_ours({"module.encoder.resnet.conv1.weight": t, "module.decoder.x": t, "module.mid_model.y": t})
+    assert list(intag) == ["image_encoder.resnet.conv1.weight"]
+    out = official_to_ours({"decoder.lin0_2.weight": t, "img_ex_left.attn.fc.bias": t})
+    assert set(out) == {"left_decoder.lin0_2.weight", "right_decoder.lin0_2.weight", "img_ex_left.attn.fc.bias"}
     assert torch.equal(out["right_decoder.lin0_2.weight"], t) and torch.equal(out["left_decoder.lin0_2.weight"], t)
+    wrapped = official_to_ours({"module.left_decoder.a": t, "module.image_encoder.b": t})
+    assert set(wrapped) == {"left_decoder.a", "image_encoder.b"}
 
 
 def test_official_init_occ_initialisation_from_halo_and_intaghand_files(golden, tmp_path):
