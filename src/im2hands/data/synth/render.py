@@ -179,8 +179,16 @@ def _look_at_rotation(direction_gl: np.ndarray) -> np.ndarray:
 _CV_TO_GL = np.array([1.0, -1.0, -1.0])
 
 
+_CONTEXTS: dict[tuple[int, int], list] = {}
+"""(process id, size) -> [pyrender.OffscreenRenderer, number of open HandRenderers using it]."""
+
+
 class HandRenderer:
-    """Offscreen renderer of two hands. One per process; call :meth:`close` (or use ``with``) when done.
+    """Offscreen renderer of two hands; call :meth:`close` (or use ``with``) when done.
+
+    All renderers of one size in a process share one EGL context (deleting one EGL context terminates the
+    display under the others), which is freed when the last of them closes. Never use a renderer created
+    before a fork in the child: make it in the process that renders.
 
     Args:
         size: image side in pixels (square images).
@@ -191,12 +199,21 @@ class HandRenderer:
             raise ValueError(f"size: expected a positive int, got {size!r}")
         self.size = size
         self._pyrender = _import_pyrender()
-        self._renderer = self._pyrender.OffscreenRenderer(size, size)
+        self._key = (os.getpid(), size)
+        entry = _CONTEXTS.get(self._key)
+        if entry is None:
+            entry = _CONTEXTS[self._key] = [self._pyrender.OffscreenRenderer(size, size), 0]
+        entry[1] += 1
+        self._renderer = entry[0]
 
     def close(self) -> None:
         if self._renderer is not None:
-            self._renderer.delete()
             self._renderer = None
+            entry = _CONTEXTS[self._key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[0].delete()
+                del _CONTEXTS[self._key]
 
     def __enter__(self) -> "HandRenderer":
         return self

@@ -1,0 +1,102 @@
+"""The generation job: identical files whatever the number of workers, resume after interruption, summary."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from im2hands.data import read_sample
+from im2hands.data.synth.generate import SynthConfig, generate, pending_indices, sample_path, sample_seed
+from im2hands.data.synth.occupancy import OccupancyConfig
+
+SCENE = "tests.data.synth.fake_scene"
+OCC = OccupancyConfig(num_points=2000, num_iou_points=500, num_surface_points=500)
+
+
+def _config(out: Path, **kw) -> SynthConfig:
+    base = SynthConfig(out=out, num=3, split="train", seed=7, workers=1, occupancy=OCC, gallery=2,
+                       progress=False, scene_module=SCENE)
+    return replace(base, **kw)
+
+
+def _files(out: Path, split: str = "train") -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / split).glob("*.npz"))}
+
+
+@pytest.fixture(scope="module")
+def serial_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial")
+    summary = generate(_config(out))
+    return out, summary
+
+
+def test_workers_give_identical_files(serial_run, tmp_path):
+    out1, _ = serial_run
+    generate(_config(tmp_path, workers=2))
+    a, b = _files(out1), _files(tmp_path)
+    assert list(a) == ["000000.npz", "000001.npz", "000002.npz"]
+    assert a == b
+    # and different seeds or splits give different samples
+    assert sample_seed(7, "train", 0).generate_state(2).tolist() != sample_seed(7, "test", 0).generate_state(2).tolist()
+
+
+def test_sample_content(serial_run):
+    out, summary = serial_run
+    s = read_sample(sample_path(out, "train", 1))
+    assert s["image"].shape == (256, 256, 3) and s["index"] == 1 and str(s["split"]) == "train"
+    assert set(np.unique(s["mask"])) <= {0, 1, 2}
+    for side, value in (("right", 1), ("left", 2)):
+        # the 2D joints are the projection of the 3D joints with K
+        uvw = s[f"{side}_joints"].astype(np.float64) @ s["camera_K"].T
+        np.testing.assert_allclose(s[f"{side}_joints_2d"], uvw[:, :2] / uvw[:, 2:], atol=1e-3)
+        # query_to_cam maps the query-space surface points onto the camera-frame mesh
+        m = s[f"{side}_query_to_cam"]
+        surf_cam = s[f"{side}_surface_points"] @ m[:3, :3].T + m[:3, 3]
+        import trimesh
+
+        mesh = trimesh.Trimesh(s[f"{side}_vertices"], s[f"{side}_faces"], process=False)
+        _, d, _ = mesh.nearest.on_surface(surf_cam[:200])
+        assert d.max() < 2e-4  # float16 rounding of query coordinates (<= 2.4e-4 units = 0.1 mm)
+        # the mesh fits the +-0.55 query box, and labels near the surface are mixed
+        assert np.abs(s[f"{side}_surface_points"]).max() < 0.55
+        occ = s[f"{side}_occupancy"]
+        assert 0.05 < occ[1000:].mean() < 0.95
+        assert abs(s[f"{side}_mask_share"] - (s["mask"] == value).mean()) < 1e-12
+    assert summary.num_samples == 3 and summary.made_now == 3
+    data = json.loads((out / "summary.json").read_text())
+    assert data["train"]["num_samples"] == 3
+    assert (out / "gallery.png").stat().st_size > 1000
+
+
+def test_resume_redoes_only_missing_and_corrupt(serial_run, tmp_path):
+    out1, _ = serial_run
+    cfg = _config(tmp_path)
+    generate(replace(cfg, num=2))  # a run that stopped after two samples...
+    before = _files(tmp_path)
+    p0, p1 = sample_path(tmp_path, "train", 0), sample_path(tmp_path, "train", 1)
+    p1.write_bytes(p1.read_bytes()[:5000])  # ...with one file truncated (e.g. copied by hand)
+    (tmp_path / "train" / ".000002.npz.abc.tmp").write_bytes(b"partial")  # and a temp file left behind
+    mtime0 = p0.stat().st_mtime_ns
+    todo, corrupt = pending_indices(cfg)
+    assert todo == [1, 2] and len(corrupt) == 1 and "000001.npz" in corrupt[0]
+    summary = generate(cfg)
+    assert summary.made_now == 2 and summary.reused == 1 and summary.redone_corrupt == 1
+    assert p0.stat().st_mtime_ns == mtime0  # the finished sample was not redone
+    assert _files(tmp_path) == _files(out1)  # and the result is the same as an uninterrupted run
+    assert before["000000.npz"] == _files(out1)["000000.npz"]
+    assert not list((tmp_path / "train").glob(".*tmp"))
+
+
+def test_resume_with_other_arguments_is_refused(tmp_path):
+    generate(_config(tmp_path, num=1, gallery=0))
+    with pytest.raises(ValueError, match="other arguments.*seed"):
+        generate(_config(tmp_path, num=1, seed=8, gallery=0))
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="split"):
+        SynthConfig(out=Path("x"), num=1, split="dev")
+    with pytest.raises(ValueError, match="workers"):
+        SynthConfig(out=Path("x"), num=1, workers=0)
