@@ -7,7 +7,8 @@ Each item is a nested dict of tensors with everything the three networks and the
     camera_K     (3, 3) float32 pixels;  camera_R (3, 3), camera_T (3,) metres: world -> camera (OpenCV)
     index        () int64, the sample index in its split
     right / left (one dict per hand):
-        unpose        (16, 4, 4) float32 unposing bone transforms (query units)
+        unpose        (16, 4, 4) float64 unposing bone transforms (query units; the official decoder
+                      computes bone-local points in float64)
         bone_lengths  (16,) float32 metres
         root_rot_mat  (4, 4) float32
         root_xyz      (3,) float32 wrist, world frame, metres; official convention: the LEFT hand's value
@@ -130,6 +131,7 @@ class HandsDataset(Dataset):
             else:
                 aidx = self._draw(rng, len(surf), self.anchors_per_hand, replace=False)
             hand = {k: torch.from_numpy(np.asarray(g(prefix + k), dtype=np.float32)) for k in _TRANSFORM_KEYS}
+            hand["unpose"] = torch.from_numpy(g(prefix + "unpose"))  # float64, as the official decoder uses it
             hand |= {
                 "points": torch.from_numpy(g("points")[idx]),
                 "occupancy": torch.from_numpy(g("occupancy")[idx].astype(np.float32)),

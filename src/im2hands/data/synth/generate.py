@@ -121,41 +121,34 @@ class HandFrame:
 
 
 def hand_frame(joints_world: np.ndarray, side: str) -> HandFrame:
-    """Canonicalise 21 keypoints (internal order, world frame, metres) of one hand."""
+    """Canonicalise 21 keypoints (internal order, world frame, metres) of one hand.
+
+    Uses :func:`im2hands.hand.canonical.canonicalise` with the official dtypes (the numbers the official
+    networks were trained on). The query map is ``p = R0 (m(x) - m(wrist)) / 0.4``, ``m`` the x-mirror of
+    left hands (:func:`im2hands.hand.canonical.points_to_query`), written here as one 4x4 matrix.
+    """
+    import torch
+
+    from im2hands.hand.canonical import QUERY_SCALE, canonicalise, points_to_query
+
     joints_world = np.asarray(joints_world, dtype=np.float64)
     if joints_world.shape != (21, 3):
         raise ValueError(f"joints_world: expected shape (21, 3), got {joints_world.shape}")
-    return _hand_frame_root_only(joints_world, side)
-
-
-def _hand_frame_root_only(joints_world: np.ndarray, side: str) -> HandFrame:
-    """Root frame only (identity bone transforms), until im2hands.hand.canonical is available.
-
-    Wrist at the origin, wrist -> middle MCP along -y, palm normal cross(middle MCP, index MCP) along +z,
-    then HALO's axis change (x, y, z) -> (y, z, x); left hands mirrored in x first.
-    """
+    c = canonicalise(torch.from_numpy(joints_world)[None], side)
+    wrist = c.wrist[0].numpy().astype(np.float64)
+    root_rot = c.root_rot_mat[0].numpy().astype(np.float64)
     mirror = MIRROR_X if side == "left" else np.eye(3)
-    j = joints_world @ mirror.T
-    root = j[0]
-    middle, index = j[9] - root, j[5] - root
-    y = -middle / np.linalg.norm(middle)
-    z = np.cross(middle, index)
-    z -= y * (z @ y)
-    z /= np.linalg.norm(z)
-    x = np.cross(y, z)
-    rot = np.stack([x, y, z])  # rows: canonical axes in (mirrored) world coordinates
-    swap = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
-    root_rot = np.eye(4)
-    root_rot[:3, :3] = swap @ rot
     w2q = np.eye(4)
-    w2q[:3, :3] = root_rot[:3, :3] @ mirror / 0.4
-    w2q[:3, 3] = -root_rot[:3, :3] @ root / 0.4
-    bones = np.linalg.norm(j[1:] - j[np.r_[0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19]], axis=-1)
+    w2q[:3, :3] = root_rot[:3, :3] @ mirror / QUERY_SCALE
+    w2q[:3, 3] = -w2q[:3, :3] @ wrist
+    # the matrix is the same map as points_to_query (checked here on the joints: cheap and exact)
+    ref = points_to_query(torch.from_numpy(joints_world)[None], c.wrist, c.root_rot_mat.double(), side)[0].numpy()
+    assert np.allclose(ref, _transform(w2q, joints_world), atol=1e-9)
     return HandFrame(
-        unpose=np.tile(np.eye(4), (16, 1, 1)),
-        bone_lengths=np.concatenate([[np.linalg.norm(middle)], bones[[5, 6, 7, 9, 10, 11, 17, 18, 19, 13, 14, 15, 1, 2, 3]]]),
+        unpose=c.unpose[0].numpy(),
+        bone_lengths=c.bone_lengths[0].numpy(),
         root_rot_mat=root_rot,
-        root_xyz=root,
+        root_xyz=wrist @ mirror,  # official convention: the left hand's root is stored x-mirrored
         world_to_query=w2q,
     )
 
