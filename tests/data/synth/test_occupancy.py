@@ -91,3 +91,12 @@ def test_bad_input_raises():
         inside_mesh(np.zeros((3, 3)), np.array([[0, 1, 5]]), np.zeros((4, 3)))
     with pytest.raises(ValueError, match="num_points"):
         OccupancyConfig(num_points=0)
+
+
+def test_bounding_box_shortcut_matches_full_winding_number():
+    import point_cloud_utils as pcu
+
+    mesh = trimesh.creation.capsule(height=0.2, radius=0.05)
+    q = np.random.default_rng(6).uniform(-0.3, 0.3, (5000, 3))
+    full = pcu.triangle_soup_fast_winding_number(mesh.vertices, mesh.faces.astype(np.int64), q) > 0.5
+    np.testing.assert_array_equal(inside_mesh(mesh.vertices, mesh.faces, q), full)

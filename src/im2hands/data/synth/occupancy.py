@@ -75,7 +75,8 @@ class OccupancySamples:
 def inside_mesh(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
     """True where a point is inside a closed, outward-oriented (possibly self-intersecting) mesh.
 
-    Uses point-cloud-utils' fast generalised winding number (``> 0.5`` is inside).
+    Uses point-cloud-utils' fast generalised winding number (``> 0.5`` is inside), evaluated only at the
+    points inside the mesh's bounding box (the others are outside).
 
     Args:
         vertices: (V, 3) mesh vertices, any unit.
@@ -97,10 +98,18 @@ def inside_mesh(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> 
         raise ValueError(f"points: expected shape (N, 3), got {q.shape}")
     if f.size and (f.min() < 0 or f.max() >= len(v)):
         raise ValueError(f"faces: indices must be in [0, {len(v)}), got range [{f.min()}, {f.max()}]")
-    if len(q) == 0:
-        return np.zeros(0, dtype=bool)
-    winding = pcu.triangle_soup_fast_winding_number(v, f, q)
-    return np.asarray(winding) > 0.5
+    inside = np.zeros(len(q), dtype=bool)
+    if len(q) == 0 or len(f) == 0:
+        return inside
+    # Points outside the mesh's bounding box are outside: skip their winding numbers (most uniform points).
+    used = v[np.unique(f)]
+    lo, hi = used.min(axis=0), used.max(axis=0)
+    pad = 1e-9 * max(float(np.abs(used).max()), 1.0)
+    candidates = np.flatnonzero(((q >= lo - pad) & (q <= hi + pad)).all(axis=1))
+    if len(candidates):
+        winding = pcu.triangle_soup_fast_winding_number(v, f, np.ascontiguousarray(q[candidates]))
+        inside[candidates] = np.asarray(winding) > 0.5
+    return inside
 
 
 def sample_surface(
