@@ -8,11 +8,10 @@ import torch
 
 from im2hands.data import read_sample
 from im2hands.data.dataset import IMAGENET_MEAN, IMAGENET_STD, HandsDataset
-from im2hands.data.synth import generate as gen
 from im2hands.data.synth.generate import SynthConfig, generate
 from im2hands.data.synth.occupancy import OccupancyConfig
 
-SCENE = "tests.data.synth.fake_scene"
+SCENE = "im2hands.data.synth.scene"
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +79,9 @@ def test_corrupt_sample_error_names_file(root, tmp_path):
         HandsDataset(tmp_path, "val")[0]
 
 
-def test_cli_synth(tmp_path, monkeypatch, capsys):
+def test_cli_synth(tmp_path, capsys):
     from im2hands.cli import main
 
-    real = gen._scene_api
-    monkeypatch.setattr(gen, "_scene_api", lambda name: real(SCENE))
     rc = main(["synth", "--out", str(tmp_path), "--num", "2", "1", "--split", "train", "test", "--points", "500",
                "--iou-points", "100", "--surface-points", "100", "--gallery", "2", "--no-progress"])
     assert rc == 0

@@ -11,7 +11,7 @@ from im2hands.data import read_sample
 from im2hands.data.synth.generate import SynthConfig, generate, pending_indices, sample_path, sample_seed
 from im2hands.data.synth.occupancy import OccupancyConfig
 
-SCENE = "tests.data.synth.fake_scene"
+SCENE = "im2hands.data.synth.scene"
 OCC = OccupancyConfig(num_points=2000, num_iou_points=500, num_surface_points=500)
 
 
