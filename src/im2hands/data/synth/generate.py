@@ -333,7 +333,13 @@ class SynthSummary:
     reused: int
     redone_corrupt: int
     seconds: float
+    """Wall time of this run, worker start-up included."""
     samples_per_second: float
+    """Samples made now / seconds."""
+    first_sample_seconds: float
+    """Wall time until the first sample was written (start-up: imports, hand models, EGL contexts)."""
+    steady_samples_per_second: float
+    """Rate after the first sample: (made now - 1) / (seconds - first_sample_seconds)."""
     contact_share: float
     mean_penetration_cm3: float
     kinds: dict[str, int]
@@ -345,7 +351,8 @@ class SynthSummary:
     def lines(self) -> list[str]:
         return [
             f"split {self.split}: {self.num_samples} samples ({self.made_now} made now, {self.reused} reused, "
-            f"{self.redone_corrupt} corrupt redone) in {self.seconds:.1f} s = {self.samples_per_second:.2f} samples/s",
+            f"{self.redone_corrupt} corrupt redone) in {self.seconds:.1f} s = {self.samples_per_second:.2f} samples/s "
+            f"(first sample after {self.first_sample_seconds:.1f} s, then {self.steady_samples_per_second:.2f} samples/s)",
             f"  contact share {self.contact_share:.2f}, mean penetration {self.mean_penetration_cm3:.3f} cm^3, "
             f"kinds {self.kinds}",
             "  visible mask share " + ", ".join(f"{s} {v:.3f}" for s, v in self.mask_share.items())
@@ -360,7 +367,9 @@ _STAT_KEYS = ("contact", "penetration_volume", "kind") + tuple(
 )
 
 
-def summarise(config: SynthConfig, made_now: int, reused: int, corrupt: int, seconds: float) -> SynthSummary:
+def summarise(
+    config: SynthConfig, made_now: int, reused: int, corrupt: int, seconds: float, first: float
+) -> SynthSummary:
     """Read the scalar figures of every sample of the split and aggregate them."""
     stats: dict[str, list] = {k: [] for k in _STAT_KEYS}
     sizes = []
@@ -381,6 +390,8 @@ def summarise(config: SynthConfig, made_now: int, reused: int, corrupt: int, sec
     return SynthSummary(
         split=config.split, num_samples=config.num, made_now=made_now, reused=reused, redone_corrupt=corrupt,
         seconds=round(seconds, 3), samples_per_second=round(made_now / seconds, 3) if seconds > 0 else 0.0,
+        first_sample_seconds=round(first, 3),
+        steady_samples_per_second=round((made_now - 1) / (seconds - first), 3) if made_now > 1 and seconds > first else 0.0,
         contact_share=float(np.sum(stats["contact"]) / n), mean_penetration_cm3=mean("penetration_volume") * 1e6,
         kinds=dict(sorted(kinds.items())),
         mask_share={s: mean(f"{s}_mask_share") for s in SIDES},
@@ -414,12 +425,20 @@ def generate(config: SynthConfig) -> SynthSummary:
         print(f"redoing corrupt sample: {msg}")
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"synth {config.split}", unit="sample", disable=not config.progress)
+    first = 0.0
+
+    def done() -> None:
+        nonlocal first
+        if not first:
+            first = time.perf_counter() - start
+        bar.update()
+
     if todo and config.workers == 1:
         _init_worker(config)
         try:
             for i in todo:
                 _work(i)
-                bar.update()
+                done()
         finally:
             _STATE["renderer"].close()
             _STATE.clear()
@@ -427,10 +446,10 @@ def generate(config: SynthConfig) -> SynthSummary:
         ctx = mp.get_context("spawn")  # fresh processes: no GL or thread state crosses a fork
         with ctx.Pool(min(config.workers, len(todo)), initializer=_init_worker, initargs=(config,)) as pool:
             for _ in pool.imap_unordered(_work, todo, chunksize=1):
-                bar.update()
+                done()
     bar.close()
     seconds = time.perf_counter() - start
-    summary = summarise(config, len(todo), config.num - len(todo), len(corrupt), seconds)
+    summary = summarise(config, len(todo), config.num - len(todo), len(corrupt), seconds, first)
     _write_summary(config.out, summary)
     if config.gallery and config.num:
         from im2hands.data.synth.gallery import save_gallery
