@@ -9,7 +9,7 @@ import pytest
 
 from im2hands.data import read_sample
 from im2hands.data.synth.generate import SynthConfig, generate, pending_indices, sample_path, sample_seed
-from im2hands.data.synth.occupancy import OccupancyConfig
+from im2hands.data.synth.occupancy import OccupancyConfig, inside_mesh
 
 SCENE = "im2hands.data.synth.scene"
 OCC = OccupancyConfig(num_points=2000, num_iou_points=500, num_surface_points=500)
@@ -59,6 +59,15 @@ def test_sample_content(serial_run):
         mesh = trimesh.Trimesh(s[f"{side}_vertices"], s[f"{side}_faces"], process=False)
         _, d, _ = mesh.nearest.on_surface(surf_cam[:200])
         assert d.max() < 2e-4  # float16 rounding of query coordinates (<= 2.4e-4 units = 0.1 mm)
+        # labels agree with an independent winding number on the camera-frame mesh (checks the mirror and
+        # face flip of the left hand's query map); points within 0.05 mm of the surface may differ
+        pts_cam = s[f"{side}_points"].astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+        inside_cam = inside_mesh(s[f"{side}_vertices"], s[f"{side}_faces"], pts_cam)
+        differ = inside_cam != s[f"{side}_occupancy"]
+        assert differ.mean() < 0.002
+        if differ.any():
+            _, dist, _ = mesh.nearest.on_surface(pts_cam[differ])
+            assert (dist < 5e-5).all()
         # the mesh fits the +-0.55 query box, and labels near the surface are mixed
         assert np.abs(s[f"{side}_surface_points"]).max() < 0.55
         occ = s[f"{side}_occupancy"]
