@@ -34,10 +34,26 @@ def serial_run(tmp_path_factory):
 
 def test_workers_give_identical_files(serial_run, tmp_path):
     out1, _ = serial_run
-    generate(_config(tmp_path, workers=2))
+    generate(_config(tmp_path, workers=2, start_method="spawn"))
     a, b = _files(out1), _files(tmp_path)
     assert list(a) == ["000000.npz", "000001.npz", "000002.npz"]
     assert a == b
+
+
+def test_forked_workers_from_the_cli_give_identical_files(serial_run, tmp_path):
+    # A fresh `im2hands synth` process has no rendering context, so its workers are forked.
+    import os
+    import subprocess
+    import sys
+
+    import im2hands
+
+    env = dict(os.environ, PYTHONPATH=str(Path(im2hands.__file__).parents[1]))
+    cmd = [sys.executable, "-m", "im2hands", "synth", "--out", str(tmp_path), "--num", "3", "--seed", "7",
+           "--workers", "2", "--points", "2000", "--iou-points", "500", "--surface-points", "500",
+           "--gallery", "0", "--no-progress"]
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    assert _files(tmp_path) == _files(serial_run[0])
     # and different seeds or splits give different samples
     assert sample_seed(7, "train", 0).generate_state(2).tolist() != sample_seed(7, "test", 0).generate_state(2).tolist()
 
@@ -109,3 +125,14 @@ def test_bad_config():
         SynthConfig(out=Path("x"), num=1, split="dev")
     with pytest.raises(ValueError, match="workers"):
         SynthConfig(out=Path("x"), num=1, workers=0)
+    with pytest.raises(ValueError, match="start_method"):
+        SynthConfig(out=Path("x"), num=1, start_method="thread")
+
+
+def test_fork_is_refused_after_rendering_here(serial_run, tmp_path):
+    # the serial run rendered in this process: forking renderers from here is refused, auto picks spawn
+    from im2hands.data.synth.generate import _start_method
+
+    with pytest.raises(ValueError, match="fork"):
+        _start_method(_config(tmp_path, workers=2, start_method="fork"))
+    assert _start_method(_config(tmp_path, workers=2)) == "spawn"

@@ -59,6 +59,9 @@ class SynthConfig:
     """Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl; None uses the built-in open hand model."""
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     """Point counts and distributions per hand."""
+    start_method: Literal["auto", "fork", "spawn"] = "auto"
+    """How worker processes start. ``auto``: ``fork`` (no start-up imports) when this process has never
+    opened a rendering context, else ``spawn`` (fresh interpreters; slower to start, always safe)."""
     gallery: int = 8
     """Samples shown in ``gallery.png`` (0: no gallery)."""
     progress: bool = True
@@ -74,6 +77,8 @@ class SynthConfig:
             raise ValueError(f"num: expected an int >= 0, got {self.num!r}")
         if not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers: expected an int >= 1, got {self.workers!r}")
+        if self.start_method not in ("auto", "fork", "spawn"):
+            raise ValueError(f"start_method: expected 'auto', 'fork' or 'spawn', got {self.start_method!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an int >= 0, got {self.seed!r}")
 
@@ -415,6 +420,24 @@ def _write_summary(out: Path, summary: SynthSummary) -> None:
     os.replace(tmp, path)
 
 
+def _start_method(config: SynthConfig) -> str:
+    """``fork`` or ``spawn`` for the worker pool (see :attr:`SynthConfig.start_method`)."""
+    from im2hands.data.synth import render
+
+    method = config.start_method
+    if method == "auto":
+        method = "spawn" if render.egl_used_in_this_process() else "fork"
+    if method == "fork":
+        if render.egl_used_in_this_process():
+            raise ValueError("start_method: 'fork' is unsafe after this process opened a rendering context; "
+                             "use 'spawn' or 'auto'")
+        # Import the heavy modules once here, so forked workers start without importing them.
+        render._import_pyrender()
+        _scene_api(config.scene_module)
+        import im2hands.hand.canonical  # noqa: F401
+    return method
+
+
 def generate(config: SynthConfig) -> SynthSummary:
     """Run the job: make every missing or corrupt sample of the split, then write summary and gallery."""
     from tqdm import tqdm
@@ -443,7 +466,7 @@ def generate(config: SynthConfig) -> SynthSummary:
             _STATE["renderer"].close()
             _STATE.clear()
     elif todo:
-        ctx = mp.get_context("spawn")  # fresh processes: no GL or thread state crosses a fork
+        ctx = mp.get_context(_start_method(config))
         with ctx.Pool(min(config.workers, len(todo)), initializer=_init_worker, initargs=(config,)) as pool:
             for _ in pool.imap_unordered(_work, todo, chunksize=1):
                 done()

@@ -182,6 +182,14 @@ _CV_TO_GL = np.array([1.0, -1.0, -1.0])
 _CONTEXTS: dict[tuple[int, int], list] = {}
 """(process id, size) -> [pyrender.OffscreenRenderer, number of open HandRenderers using it]."""
 
+_EGL_USED_IN: set[int] = set()
+"""Process ids that have opened an EGL context (a process that has not can safely fork renderers)."""
+
+
+def egl_used_in_this_process() -> bool:
+    """Whether this process has ever opened a rendering context (then fork-started workers are unsafe)."""
+    return os.getpid() in _EGL_USED_IN
+
 
 class HandRenderer:
     """Offscreen renderer of two hands; call :meth:`close` (or use ``with``) when done.
@@ -202,6 +210,7 @@ class HandRenderer:
         self._key = (os.getpid(), size)
         entry = _CONTEXTS.get(self._key)
         if entry is None:
+            _EGL_USED_IN.add(os.getpid())
             entry = _CONTEXTS[self._key] = [self._pyrender.OffscreenRenderer(size, size), 0]
         entry[1] += 1
         self._renderer = entry[0]
