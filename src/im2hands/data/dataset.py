@@ -41,7 +41,7 @@ from im2hands.data.sample import SIDES, read_sample
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_TRANSFORM_KEYS = ("unpose", "bone_lengths", "root_rot_mat", "root_xyz")
+_TRANSFORM_KEYS = ("bone_lengths", "root_rot_mat", "root_xyz")
 
 
 def normalise_image(image: np.ndarray) -> torch.Tensor:
@@ -109,8 +109,17 @@ class HandsDataset(Dataset):
             return torch.randperm(high).repeat(-(-size // high))[:size].numpy()
         return torch.randperm(high)[:size].numpy()
 
+    def _keys(self) -> tuple[str, ...]:
+        hand = ("points", "occupancy", "points_iou", "occupancy_iou", "surface_points", "surface_normals",
+                "joints", "noisy_joints", "query_to_cam")
+        prefix = "noisy_" if self.transforms_from == "noisy" else ""
+        hand += tuple(prefix + k for k in _TRANSFORM_KEYS + ("unpose",)) + (("vertices",) if self.with_mesh else ())
+        return ("image", "mask", "camera_K", "camera_R", "camera_T", "index") + tuple(
+            f"{side}_{k}" for side in SIDES for k in hand
+        )
+
     def __getitem__(self, i: int) -> dict:
-        s = read_sample(self.files[i])
+        s = read_sample(self.files[i], keys=self._keys())
         rng = None if self.seed is None else np.random.default_rng((self.seed, i))
         item: dict = {
             "image": normalise_image(s["image"]),
