@@ -114,6 +114,36 @@ def test_resume_redoes_only_missing_and_corrupt(serial_run, tmp_path):
     assert not list((tmp_path / "train").glob(".*tmp"))
 
 
+def test_killed_run_resumes(serial_run, tmp_path):
+    # Kill a real run (SIGKILL) after its first sample, then rerun: only complete files are ever visible,
+    # and the finished split equals an uninterrupted run.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import im2hands
+
+    env = dict(os.environ, PYTHONPATH=str(Path(im2hands.__file__).parents[1]))
+    cmd = [sys.executable, "-m", "im2hands", "synth", "--out", str(tmp_path), "--num", "3", "--seed", "7",
+           "--points", "2000", "--iou-points", "500", "--surface-points", "500", "--gallery", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not sample_path(tmp_path, "train", 0).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    reference = _files(serial_run[0])
+    partial = _files(tmp_path)
+    assert len(partial) >= 1
+    for name, data in partial.items():
+        assert data == reference[name]  # every visible file is complete and right
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    assert _files(tmp_path) == reference
+
+
 def test_resume_with_other_arguments_is_refused(tmp_path):
     generate(_config(tmp_path, num=1, gallery=0))
     with pytest.raises(ValueError, match="other arguments.*seed"):

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import trimesh
 
-from im2hands.data.synth.occupancy import OccupancyConfig, inside_mesh, sample_occupancy, sample_surface
+from im2hands.data.synth.occupancy import (
+    OccupancyConfig,
+    check_closed,
+    inside_mesh,
+    sample_occupancy,
+    sample_surface,
+)
 
 
 def test_sphere_labels_match_exact_geometry():
@@ -100,3 +106,14 @@ def test_bounding_box_shortcut_matches_full_winding_number():
     q = np.random.default_rng(6).uniform(-0.3, 0.3, (5000, 3))
     full = pcu.triangle_soup_fast_winding_number(mesh.vertices, mesh.faces.astype(np.int64), q) > 0.5
     np.testing.assert_array_equal(inside_mesh(mesh.vertices, mesh.faces, q), full)
+
+
+def test_check_closed():
+    box = trimesh.creation.box()
+    check_closed(box.faces, "box")
+    with pytest.raises(ValueError, match="open: mesh is not closed"):
+        check_closed(box.faces[1:], "open")
+    flipped = box.faces.copy()
+    flipped[0] = flipped[0, ::-1]
+    with pytest.raises(ValueError, match="flip: mesh is not"):
+        check_closed(flipped, "flip")

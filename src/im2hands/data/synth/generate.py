@@ -34,7 +34,7 @@ from im2hands.data.sample import (
     encode_sample,
     validate_sample_file,
 )
-from im2hands.data.synth.occupancy import OccupancyConfig, sample_occupancy
+from im2hands.data.synth.occupancy import OccupancyConfig, check_closed, sample_occupancy
 
 SPLITS = ("train", "val", "test")
 SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
@@ -204,6 +204,7 @@ def make_sample(
         verts_cam = _transform(cam_from_world, np.asarray(h.vertices, dtype=np.float64))
         joints_cam = _transform(cam_from_world, np.asarray(h.joints, dtype=np.float64))
         faces = np.asarray(h.faces, dtype=np.int64)
+        check_closed(faces, f"scene.{side}.faces")
         meshes[side] = (verts_cam, faces)
         uvw = joints_cam @ K.T
         noisy_cam = np.asarray(api.noisy_keypoints(rng_noise, joints_cam, side), dtype=np.float64)

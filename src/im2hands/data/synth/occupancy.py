@@ -112,6 +112,21 @@ def inside_mesh(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> 
     return inside
 
 
+def check_closed(faces: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` unless every edge of the triangle mesh is shared by exactly two faces with
+    opposite directions (closed and consistently oriented), the condition for winding-number labels."""
+    f = np.asarray(faces, dtype=np.int64)
+    edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])  # directed half-edges
+    uniq, counts = np.unique(edges, axis=0, return_counts=True)
+    if (counts != 1).any():
+        raise ValueError(f"{name}: mesh is not consistently oriented ({int((counts != 1).sum())} repeated half-edges)")
+    key = uniq[:, 0] * (f.max() + 1) + uniq[:, 1]
+    rev = uniq[:, 1] * (f.max() + 1) + uniq[:, 0]
+    open_edges = int((~np.isin(rev, key)).sum())
+    if open_edges:
+        raise ValueError(f"{name}: mesh is not closed ({open_edges} boundary edges); seal it before labelling")
+
+
 def sample_surface(
     rng: np.random.Generator, vertices: np.ndarray, faces: np.ndarray, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
