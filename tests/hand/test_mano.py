@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse
+import smplx  # a test extra (pyproject.toml): the agreement tests never skip
 import torch
 
 from im2hands.hand import mano as M
 from im2hands.hand import skeleton as sk
 from im2hands.hand.rotations import batch_rodrigues
 from tests.hand.mano_fixture import AA_MIRROR, MIRROR, mirror_to_left, random_right, write_fixture
-
-smplx = pytest.importorskip("smplx")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +94,8 @@ def test_double_agrees_with_smplx_double(model_dir, dtype, atol):
 
 
 def test_left_shapedirs_fix_matches_smplx_with_the_fix(model_dir):
-    ours = M.ManoLayer(model_dir, "left", joint_order="mano")  # fix on by default
+    ours = M.ManoLayer(model_dir, "left", joint_order="mano")  # auto: the fixture has the official bug
+    assert ours.left_shapedirs_fixed
     ref = _smplx_mano(model_dir, "left", use_pca=False)
     with torch.no_grad():
         ref.shapedirs[:, 0, :] *= -1  # the fix as smplx issue #48 / InterHand2.6M apply it
@@ -129,6 +129,40 @@ def test_fixed_left_hand_is_the_mirrored_right_hand(model_dir, use_pca):
     assert (unfixed(**pm).vertices - sk.mirror_x(r.vertices)).abs().max() > 1e-3
 
 
+def test_left_shapedirs_fix_is_decided_from_the_files(tmp_path):
+    right = random_right(seed=6)
+    buggy = mirror_to_left(right)  # official layout: left shapedirs == right shapedirs
+    good = dict(buggy, shapedirs=right["shapedirs"] * MIRROR[None, :, None])
+
+    def folder(name, files):
+        d = tmp_path / name
+        d.mkdir()
+        for fname, data in files.items():
+            (d / fname).write_bytes(pickle.dumps(data, protocol=2))
+        return d
+
+    cases = {
+        "official_pair": ({"MANO_RIGHT.pkl": right, "MANO_LEFT.pkl": buggy}, False, True),
+        "mirrored_pair": ({"MANO_RIGHT.pkl": right, "MANO_LEFT.pkl": good}, True, False),
+        "left_alone": ({"MANO_LEFT.pkl": buggy}, None, True),
+        "openhand_alone": ({"MANO_LEFT.pkl": dict(good, openhand_version="1")}, True, False),
+    }
+    for name, (files, mirrored, fixed) in cases.items():
+        d = folder(name, files)
+        assert M.load_mano_model(d, "left").shapedirs_mirrored is mirrored, name
+        assert M.ManoLayer(d, "left").left_shapedirs_fixed is fixed, name
+        assert M.ManoLayer(d, "left", fix_left_shapedirs=not fixed).left_shapedirs_fixed is (not fixed), name
+    assert M.load_mano_model(tmp_path / "official_pair", "right").shapedirs_mirrored is None
+    assert not M.ManoLayer(tmp_path / "official_pair", "right", fix_left_shapedirs=True).left_shapedirs_fixed
+    # whichever way the files come, the default gives the same (correct) left hand
+    p = _params(2, 45, seed=8, dtype=torch.float64)
+    a = M.ManoLayer(tmp_path / "official_pair", "left", dtype=torch.float64)(**p).vertices
+    b = M.ManoLayer(tmp_path / "mirrored_pair", "left", dtype=torch.float64)(**p).vertices
+    torch.testing.assert_close(a, b, atol=1e-15, rtol=0)
+    with pytest.raises(TypeError, match="fix_left_shapedirs"):
+        M.ManoLayer(tmp_path / "official_pair", "left", fix_left_shapedirs="yes")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Outputs
 
@@ -144,6 +178,7 @@ def test_outputs_are_consistent(model_dir):
     # full pose = global orientation + PCA expansion + mean
     expected_pose = torch.cat([p["global_orient"], p["hand_pose"] @ layer.pca_components + layer.hands_mean], 1)
     torch.testing.assert_close(out.full_pose, expected_pose)
+    assert torch.equal(out.hand_pose, out.full_pose[:, 3:]) and out.hand_pose.shape == (b, 45)
     torch.testing.assert_close(layer.hands_mean, torch.from_numpy(random_right()["hands_mean"]))
     # rest joints: J_regressor @ (template + shape blend shapes)
     model = M.load_mano_model(model_dir, "right")
@@ -170,6 +205,13 @@ def test_outputs_are_consistent(model_dir):
     torch.testing.assert_close(shifted.vertices, out.vertices + 1.0)
     torch.testing.assert_close(shifted.joint_transforms[..., :3, 3], out.joint_transforms[..., :3, 3] + 1.0)
     torch.testing.assert_close(shifted.rest_joints, out.rest_joints)
+
+
+def test_model_data_stays_out_of_state_dict(model_dir):
+    layer = M.ManoLayer(model_dir, "right")
+    assert layer.state_dict() == {}
+    holder = torch.nn.Sequential(torch.nn.Linear(2, 2), layer)
+    assert set(holder.state_dict()) == {"0.weight", "0.bias"}
 
 
 def test_missing_arguments_default_to_zeros(model_dir):
@@ -319,6 +361,9 @@ def test_loads_chumpy_pickles_without_chumpy(tmp_path, protocol, old_numpy_names
     plain = random_right(seed=4)
     blob = _pickle_with_fake_chumpy(_as_official(plain), protocol)
     assert b"chumpy.reordering" in blob and b"chumpy.ch" in blob and b"scipy.sparse" in blob
+    # Python-2 global names, as in the official files: __builtin__.set (chumpy's _dirty_vars), and
+    # copy_reg._reconstructor for protocol 0
+    assert b"__builtin__" in blob and (protocol > 0 or b"copy_reg" in blob)
     if old_numpy_names:  # as written by NumPy 1.x / Python 2: numpy.core.multiarray
         blob = blob.replace(b"numpy._core.", b"numpy.core.")
         assert b"numpy.core.multiarray" in blob
@@ -441,3 +486,45 @@ def test_mirror_fixture_is_a_valid_mano_dict():
     # the fixture's left model passes the same validation (guards the mirror helper itself)
     left = M.mano_model_from_dict(mirror_to_left(random_right()), "left")
     assert left.num_vertices == 778 and left.num_betas == 10 and left.parents == sk.MANO_KINTREE_PARENTS
+
+
+# ---------------------------------------------------------------------------------------------------
+# The shipped open hand model (MANO format)
+
+
+def _openhand_dir() -> Path:
+    from im2hands.hand.openhand import openhand_dir
+
+    return openhand_dir()
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("use_pca,ncomps,flat_hand_mean", [(False, 45, False), (False, 45, True), (True, 6, False),
+                                                           (True, 20, True)])
+def test_openhand_agrees_with_smplx(side, use_pca, ncomps, flat_hand_mean):
+    d = _openhand_dir()
+    ours = M.ManoLayer(d, side, use_pca=use_pca, num_pca_comps=ncomps, flat_hand_mean=flat_hand_mean,
+                       joint_order="mano")
+    assert not ours.left_shapedirs_fixed  # its left model is an exact mirror: no fix
+    ref = _smplx_mano(d, side, use_pca=use_pca, num_pca_comps=ncomps, flat_hand_mean=flat_hand_mean)
+    p = _params(4, ours.hand_pose_dim, seed=31)
+    out = ours(**p)
+    _assert_agrees(out, ref(**p))
+    # fingertips come from the file's tip_vertex_ids
+    ids = M.load_mano_model(d, side).tip_vertex_ids
+    assert ids is not None and ours.tip_ids == ids
+    assert torch.equal(out.joints[:, 16:], out.vertices[:, list(ids)])
+
+
+def test_openhand_left_is_the_mirrored_right():
+    d = _openhand_dir()
+    right = M.ManoLayer(d, "right", dtype=torch.float64)
+    left = M.ManoLayer(d, "left", dtype=torch.float64)
+    p = _params(3, 45, seed=12, dtype=torch.float64)
+    pm = dict(p, global_orient=p["global_orient"] * torch.from_numpy(AA_MIRROR),
+              hand_pose=p["hand_pose"] * torch.from_numpy(np.tile(AA_MIRROR, 15)),
+              transl=p["transl"] * torch.from_numpy(MIRROR))
+    r, l = right(**p), left(**pm)
+    # the files are exact mirrors (sign flips only), and so are the posed hands (measured: 0 difference)
+    torch.testing.assert_close(l.vertices, sk.mirror_x(r.vertices), atol=1e-12, rtol=0)
+    torch.testing.assert_close(l.joints, sk.mirror_x(r.joints), atol=1e-12, rtol=0)

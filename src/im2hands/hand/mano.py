@@ -20,6 +20,7 @@ each relative to its parent joint.
 from __future__ import annotations
 
 import _compat_pickle
+import dataclasses
 import importlib
 import os
 import pickle
@@ -66,7 +67,10 @@ TIP_VERTEX_IDS: dict[str, dict[str, tuple[int, ...]]] = {
 manopth (``manolayer.py``) takes 444 for the right middle tip and 445 for the left one; smplx
 (``vertex_ids.py``, ``VERTEX_IDS['mano']``) uses one list for both sides."""
 
-_PY2_MODULES = {"copy_reg": "copyreg", "__builtin__": "builtins"}
+OPENHAND_KEY = "openhand_version"
+"""Key present in the files of this project's open hand model, whose left model is an exact mirror of the
+right one (its ``shapedirs`` included, so the left-hand fix must not be applied)."""
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,9 +120,11 @@ class _MANOUnpickler(pickle.Unpickler):
     numpy arrays/dtypes/scalars, scipy.sparse matrices and plain builtins are otherwise allowed."""
 
     def find_class(self, module: str, name: str) -> Any:
-        module = _PY2_MODULES.get(module, module)
+        # Python 2 names (copy_reg, __builtin__, ...), as pickle.Unpickler.find_class maps them itself
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        else:
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if module == "chumpy" or module.startswith("chumpy."):
             return _chumpy_class(module, name)
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
@@ -171,10 +177,10 @@ def _evaluate_chumpy(value: Any, where: str, depth: int = 0) -> Any:
     if kind in ("chumpy.ch.Ch", "chumpy.Ch"):
         return np.asarray(term("x"))
     if kind == "chumpy.reordering.Select":
-        out = np.asarray(term("a")).ravel()[np.asarray(state["idxs"])]
+        out = np.asarray(term("a")).ravel()[np.asarray(term("idxs"))]
         return out.reshape(state["preferred_shape"]) if "preferred_shape" in state else out
     if kind == "chumpy.reordering.Reshape":
-        return np.asarray(term("a")).reshape(state["newshape"])
+        return np.asarray(term("a")).reshape(term("newshape"))
     if kind == "chumpy.reordering.transpose":
         return np.transpose(np.asarray(term("a")), axes=state.get("axes"))
     raise ValueError(f"{where}: unsupported chumpy expression {kind} (supported: chumpy.ch.Ch, "
@@ -265,6 +271,10 @@ class ManoModel:
     """(45,) mean hand pose, axis-angle, radians."""
     tip_vertex_ids: tuple[int, ...] | None
     """Fingertip vertices (thumb, index, middle, ring, pinky) stored in the file, or None."""
+    shapedirs_mirrored: bool | None = None
+    """Left models only: True if ``shapedirs`` already are the x-mirror of the right model's (no fix
+    needed), False if they equal the right model's unmirrored (the official files' bug, smplx #48), None if
+    unknown (right models, or no right model to compare with). See :func:`left_shapedirs_mirrored`."""
 
     @property
     def num_vertices(self) -> int:
@@ -337,7 +347,27 @@ def mano_model_from_dict(data: dict[str, Any], side: Side, path: Path | None = N
         side=side, path=path, v_template=f64["v_template"], faces=np.ascontiguousarray(f, dtype=np.int64),
         weights=f64["weights"], j_regressor=f64["J_regressor"], parents=parents, shapedirs=f64["shapedirs"],
         posedirs=f64["posedirs"], hands_components=f64["hands_components"],
-        hands_mean=f64["hands_mean"].reshape(NUM_HAND_POSE), tip_vertex_ids=tips)
+        hands_mean=f64["hands_mean"].reshape(NUM_HAND_POSE), tip_vertex_ids=tips,
+        shapedirs_mirrored=True if side == "left" and OPENHAND_KEY in data else None)
+
+
+def left_shapedirs_mirrored(left_shapedirs: np.ndarray, right_shapedirs: np.ndarray) -> bool | None:
+    """Whether a left model's shape blend shapes are the x-mirror of the right model's.
+
+    The official ``MANO_LEFT.pkl`` holds the right hand's ``shapedirs`` unmirrored (smplx issue #48); a
+    correct left model holds them with the x component negated. Returns True (mirrored: correct), False
+    (equal: the official bug) or None (shapes differ, or neither is closer), comparing which of
+    ``|L - R|`` and ``|L - mirror(R)|`` is smaller.
+    """
+    if left_shapedirs.shape != right_shapedirs.shape:
+        return None
+    mirrored = right_shapedirs.copy()
+    mirrored[:, 0, :] *= -1.0
+    d_same = float(np.abs(left_shapedirs - right_shapedirs).max())
+    d_mirror = float(np.abs(left_shapedirs - mirrored).max())
+    if d_same == d_mirror:
+        return None
+    return d_mirror < d_same
 
 
 def load_mano_model(model_path: str | os.PathLike, side: Side = "right") -> ManoModel:
@@ -346,9 +376,21 @@ def load_mano_model(model_path: str | os.PathLike, side: Side = "right") -> Mano
     Args:
         model_path: folder or file, see :func:`find_mano_file`.
         side: ``"right"`` or ``"left"``.
+
+    For a left model with a ``MANO_RIGHT.pkl`` beside it, ``shapedirs_mirrored`` is decided by comparing
+    the two files' ``shapedirs`` (:func:`left_shapedirs_mirrored`); for a file of this project's open hand
+    model (key ``openhand_version``) it is True.
     """
     path = find_mano_file(model_path, side)
-    return mano_model_from_dict(load_mano_pickle(path), side, path)
+    model = mano_model_from_dict(load_mano_pickle(path), side, path)
+    right_path = path.with_name(MANO_FILENAMES["right"])
+    if side == "left" and right_path.is_file() and right_path != path:
+        right = load_mano_pickle(right_path)
+        if "shapedirs" in right:
+            state = left_shapedirs_mirrored(model.shapedirs, _as_dense(right["shapedirs"], "shapedirs", right_path))
+            if state is not None:
+                model = dataclasses.replace(model, shapedirs_mirrored=state)
+    return model
 
 
 def resolve_tip_vertex_ids(tips: TipConvention | Sequence[int] | None, model: ManoModel) -> tuple[int, ...]:
@@ -405,6 +447,12 @@ class ManoOutput:
     betas: Tensor
     """(B, S) the shape coefficients used."""
 
+    @property
+    def hand_pose(self) -> Tensor:
+        """(B, 45) the hand pose actually used (``full_pose[:, 3:]``): axis-angle of the 15 finger joints in
+        MANO's order, after PCA expansion and ``hands_mean``, radians."""
+        return self.full_pose[:, 3:]
+
 
 class ManoLayer(nn.Module):
     """MANO-format hand: ``layer(global_orient, hand_pose, betas, transl)`` -> :class:`ManoOutput`.
@@ -414,7 +462,7 @@ class ManoLayer(nn.Module):
             subfolder with them), one such file, or an already loaded :class:`ManoModel`.
         side: ``"right"`` or ``"left"``.
         use_pca: if True, ``hand_pose`` is (B, num_pca_comps) coefficients of the file's pose PCA; else
-            (B, 45) axis-angle. Default False (InterHand2.6M's and HALO's parameters are full poses).
+            (B, 45) axis-angle. Default False (InterHand2.6M's MANO parameters are full axis-angle poses).
         num_pca_comps: number of PCA components, 1..45 (used only with ``use_pca``). Unlike smplx, 45
             components still go through the PCA basis (as manopth does).
         flat_hand_mean: if False (default, as smplx and MANO), ``hands_mean`` is added to the 45 hand
@@ -422,8 +470,12 @@ class ManoLayer(nn.Module):
             (manopth's default). InterHand2.6M's parameters need False.
         fix_left_shapedirs: for ``side="left"``, negate the x component of ``shapedirs``
             (``shapedirs[:, 0, :] *= -1``). The official left file ships the right hand's shape blend
-            shapes (smplx issue #48), so equal betas give mirror-asymmetric hands; InterHand2.6M's
-            rendering code applies this fix. Default True; ignored for the right hand.
+            shapes unmirrored (smplx issue #48), so equal betas give mirror-asymmetric hands;
+            InterHand2.6M's rendering code applies this fix. None (default): apply it unless the model's
+            left ``shapedirs`` are known to be mirrored already (``ManoModel.shapedirs_mirrored``: decided
+            from the ``MANO_RIGHT.pkl`` beside the left file, or True for the open hand model); so official
+            files get the fix and correctly mirrored files do not. True / False force it. Ignored for the
+            right hand; ``layer.left_shapedirs_fixed`` tells whether it was applied.
         tips: fingertip vertices for joints 17-21. None (default): the file's ``tip_vertex_ids`` if it
             has them, else manopth's ids (745, 317, 444 right / 445 left, 556, 673). ``"manopth"`` or
             ``"smplx"`` (744, 320, 443, 554, 671) force a convention; 5 ints give them directly.
@@ -436,7 +488,8 @@ class ManoLayer(nn.Module):
     Buffers: ``v_template`` (V, 3), ``shapedirs`` (V, 3, S), ``posedirs`` (V, 3, 135), ``j_regressor``
     (16, V), ``lbs_weights`` (V, 16), ``hands_mean`` (45,) (zeros if ``flat_hand_mean``),
     ``pca_components`` (num_pca_comps, 45) (0 rows without ``use_pca``), ``faces`` (F, 3) int64,
-    ``parents`` (16,) int64, ``tip_vertex_ids`` (5,) int64.
+    ``parents`` (16,) int64, ``tip_vertex_ids`` (5,) int64. They follow ``.to()`` / ``.double()`` but are
+    not in ``state_dict()``: the model data stays in the user's MANO file, never in a checkpoint.
     """
 
     def __init__(
@@ -447,7 +500,7 @@ class ManoLayer(nn.Module):
         use_pca: bool = False,
         num_pca_comps: int = 6,
         flat_hand_mean: bool = False,
-        fix_left_shapedirs: bool = True,
+        fix_left_shapedirs: bool | None = None,
         tips: TipConvention | Sequence[int] | None = None,
         joint_order: Literal["internal", "mano"] = "internal",
         dtype: torch.dtype = torch.float32,
@@ -475,14 +528,18 @@ class ManoLayer(nn.Module):
         self.use_pca = use_pca
         self.num_pca_comps = int(num_pca_comps) if use_pca else NUM_HAND_POSE
         self.flat_hand_mean = bool(flat_hand_mean)
-        self.fix_left_shapedirs = bool(fix_left_shapedirs)
+        if fix_left_shapedirs is None:
+            fix_left_shapedirs = model.shapedirs_mirrored is not True
+        if not isinstance(fix_left_shapedirs, bool):
+            raise TypeError(f"fix_left_shapedirs: expected None or a bool, got {fix_left_shapedirs!r}")
+        self.left_shapedirs_fixed = side == "left" and fix_left_shapedirs
         self.joint_order = joint_order
         self.model_file = model.path
         self._parents = model.parents
         self.tip_ids = resolve_tip_vertex_ids(tips, model)
 
         shapedirs = model.shapedirs.copy()
-        if side == "left" and fix_left_shapedirs:
+        if self.left_shapedirs_fixed:
             shapedirs[:, 0, :] *= -1.0
         comps = model.hands_components[: self.num_pca_comps] if use_pca else np.zeros((0, NUM_HAND_POSE))
         mean = np.zeros(NUM_HAND_POSE) if flat_hand_mean else model.hands_mean
@@ -490,7 +547,8 @@ class ManoLayer(nn.Module):
 
         def buf(name: str, array: np.ndarray, float_: bool = True) -> None:
             t = torch.from_numpy(np.ascontiguousarray(array))
-            self.register_buffer(name, t.to(dtype) if float_ else t.long())
+            # not persistent: checkpoints of networks holding this layer never carry the (licensed) model
+            self.register_buffer(name, t.to(dtype) if float_ else t.long(), persistent=False)
 
         buf("v_template", model.v_template)
         buf("shapedirs", shapedirs)
@@ -519,7 +577,7 @@ class ManoLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"side={self.side!r}, use_pca={self.use_pca}, hand_pose_dim={self.hand_pose_dim}, "
-                f"flat_hand_mean={self.flat_hand_mean}, fix_left_shapedirs={self.fix_left_shapedirs}, "
+                f"flat_hand_mean={self.flat_hand_mean}, left_shapedirs_fixed={self.left_shapedirs_fixed}, "
                 f"tips={self.tip_ids}, joint_order={self.joint_order!r}, vertices={self.num_vertices}")
 
     def _inputs(self, **named: Tensor | None) -> dict[str, Tensor]:

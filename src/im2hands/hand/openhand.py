@@ -34,7 +34,8 @@ plane with its base (CMC) on the palm side.
 Left hand: the exact x-mirror of the right one (vertices and joints x-negated, face winding flipped,
 ``shapedirs[:, 0]`` negated, ``posedirs`` mirrored, pose components mirrored as axis-angle (x, -y, -z)).
 Real MANO's left ``shapedirs`` need the well-known fix ``shapedirs[:, 0, :] *= -1`` (smplx issue #48);
-ours are already correct and that fix must **not** be applied to them.
+ours are already correct and that fix must **not** be applied to them: build the layer with
+``ManoLayer(openhand_dir(), side="left", fix_left_shapedirs=False)``.
 
 Construction (``build_right``):
 
@@ -497,7 +498,7 @@ def _designed_deformations(skel: RestSkeleton) -> list[_Deformation]:
 
     zero3 = np.zeros((3, 3))
     return [
-        _Deformation(0.07 * np.eye(3), origin, np.full(16, 0.07), np.full(16, 0.07)),
+        _Deformation(0.07 * np.eye(3), origin, np.full(16, 0.07), sel(list(range(1, 16)), 0.07)),
         _Deformation(zero3, origin, sel(fingers, 0.06), z),
         _Deformation(zero3, origin, z, sel(fingers, 0.09)),
         _Deformation(diag(zz=0.06), palm_mid, z, z),
@@ -671,15 +672,14 @@ _PCA_SAMPLES = 20000
 
 
 def pose_pca(skel: RestSkeleton) -> tuple[np.ndarray, np.ndarray]:
-    """PCA pose prior: ``hands_components`` (45, 45), rows orthonormal, by decreasing variance, and
-    ``hands_mean`` (45,) (the relaxed pose; the PCA is taken about it)."""
+    """PCA pose prior: ``hands_components`` (45, 45), rows orthonormal, by decreasing variance of the
+    correlated ``sample_anatomical_poses``, and ``hands_mean`` (45,), the designed ``relaxed_pose``."""
     rng = np.random.default_rng(0)
     poses = sample_anatomical_poses(skel, _PCA_SAMPLES, rng, correlated=True)
-    mean = relaxed_pose(skel)
-    _, _, vt = np.linalg.svd(poses - mean, full_matrices=False)
+    _, _, vt = np.linalg.svd(poses - poses.mean(0), full_matrices=False)
     # deterministic signs: largest-magnitude entry of each component positive
     signs = np.sign(vt[np.arange(45), np.abs(vt).argmax(1)])
-    return vt * signs[:, None], mean
+    return vt * signs[:, None], relaxed_pose(skel)
 
 
 # ------------------------------------------------------------------------------------------- the model
@@ -776,12 +776,11 @@ def openhand_dir() -> Path:
 
 
 def load_model(path: Path) -> dict:
-    """Read a model pickle written by ``write_model`` (or a chumpy-free MANO file) into a dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="latin1")
+    """Read a model file (ours or MANO's) into a dict of arrays, with the restricted, chumpy-free
+    unpickler of :func:`im2hands.hand.mano.load_mano_pickle` (no arbitrary code runs)."""
+    from im2hands.hand.mano import load_mano_pickle
+
+    return load_mano_pickle(path)
 
 
 def main(argv: list[str] | None = None) -> int:

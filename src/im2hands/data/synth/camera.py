@@ -60,7 +60,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> tuple[np.nda
     if np.linalg.norm(z) < 1e-9:
         raise ValueError("eye, target: the camera centre coincides with the target")
     z = z / np.linalg.norm(z)
-    x = np.cross(z, -up)  # image right = forward x down
+    x = np.cross(z, up)  # image right = forward x up
     if np.linalg.norm(x) < 1e-6:
         raise ValueError("up: parallel to the viewing direction")
     x /= np.linalg.norm(x)

@@ -33,7 +33,7 @@ Monte-Carlo estimate of the volume inside both meshes in a box that provably con
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -127,6 +127,9 @@ class Scene:
     """Volume inside both hands, m^3 (Monte-Carlo estimate, after rejection)."""
     min_distance: float
     """Minimum vertex-to-surface distance between the hands, metres (0 when overlapping)."""
+    attempts: int = 1
+    """Placements drawn for this scene (1: the first passed the penetration test; more: earlier ones were
+    rejected or missed; ``MAX_ATTEMPTS + 1``: the mover was finally backed off)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,8 +181,7 @@ class HandModel:
             (B, 16, 4, 4))``, float64, metres.
         """
         hand_pose = np.ascontiguousarray(np.atleast_2d(np.asarray(hand_pose, dtype=np.float64)))
-        betas = np.ascontiguousarray(
-            np.broadcast_to(np.asarray(betas, dtype=np.float64), (hand_pose.shape[0], self.layer.num_betas)))
+        betas = np.array(np.broadcast_to(np.asarray(betas, dtype=np.float64), (hand_pose.shape[0], self.layer.num_betas)))
         with torch.no_grad(), _one_thread():
             out = self.layer(hand_pose=torch.from_numpy(hand_pose), betas=torch.from_numpy(betas))
         v = out.vertices.numpy()
@@ -264,6 +266,7 @@ class _Mesh:
     edge_max: float
     _tree: cKDTree | None = None
     _faces32: np.ndarray | None = None
+    _trimesh: object | None = None
 
     @property
     def tree(self) -> cKDTree:
@@ -271,24 +274,37 @@ class _Mesh:
             self._tree = cKDTree(self.vertices)
         return self._tree
 
-    @property
-    def faces32(self) -> np.ndarray:
-        if self._faces32 is None:
-            self._faces32 = np.ascontiguousarray(self.faces, dtype=np.int32)
-        return self._faces32
-
-    def inside(self, points: np.ndarray, near: np.ndarray | None = None) -> np.ndarray:
-        """(N,) bool: points (N, 3) inside the mesh (winding number > 0.5). `near` (N,) distances to the
-        nearest vertex, if known; points farther than ``_INSIDE_RADIUS + edge_max`` are outside."""
-        import point_cloud_utils as pcu
-
+    def _candidates(self, points: np.ndarray, near: np.ndarray | None) -> np.ndarray:
         if near is None:
             near = self.tree.query(points, distance_upper_bound=_INSIDE_RADIUS + self.edge_max)[0]
-        cand = np.flatnonzero(near < _INSIDE_RADIUS + self.edge_max)
+        return np.flatnonzero(near < _INSIDE_RADIUS + self.edge_max)
+
+    def inside(self, points: np.ndarray, near: np.ndarray | None = None) -> np.ndarray:
+        """(N,) bool: points (N, 3) inside the mesh (fast winding number > 0.5, point-cloud-utils).
+        `near` (N,): known distances to the nearest vertex; points farther than ``_INSIDE_RADIUS +
+        edge_max`` cannot be inside and are skipped."""
+        import point_cloud_utils as pcu
+
+        if self._faces32 is None:
+            self._faces32 = np.ascontiguousarray(self.faces, dtype=np.int32)
+        cand = self._candidates(points, near)
         out = np.zeros(len(points), dtype=bool)
         if len(cand):
-            w = pcu.triangle_soup_fast_winding_number(self.vertices, self.faces32, np.ascontiguousarray(points[cand]))
+            w = pcu.triangle_soup_fast_winding_number(self.vertices, self._faces32, np.ascontiguousarray(points[cand]))
             out[cand] = w > 0.5
+        return out
+
+    def inside_by_rays(self, points: np.ndarray) -> np.ndarray:
+        """(N,) bool: points inside by ray parity (embree through trimesh, acceleration structure kept);
+        cheaper than :meth:`inside` for a few hundred points, used while closing fingers."""
+        import trimesh
+
+        if self._trimesh is None:
+            self._trimesh = trimesh.Trimesh(self.vertices, self.faces, process=False)
+        cand = self._candidates(points, None)
+        out = np.zeros(len(points), dtype=bool)
+        if len(cand):
+            out[cand] = self._trimesh.ray.contains_points(points[cand])
         return out
 
 
@@ -318,21 +334,22 @@ def _measure(a: _Mesh, b: _Mesh, rng: np.random.Generator, samples: int) -> Pair
     e = max(a.edge_max, b.edge_max)
     near_ab = b.tree.query(a.vertices)[0]  # (Va,) distance of a's vertices to b's nearest vertex
     near_ba = a.tree.query(b.vertices)[0]
-    # A vertex's distance d to the other surface satisfies near - e <= d <= near, and a vertex inside
-    # lies within _INSIDE_RADIUS + e of the other's vertices. Only these candidates can hold the minimum
-    # or lie inside; the others are farther than the best upper bound and outside.
-    best = min(near_ab.min(), near_ba.min())
-    reach = max(best + e, _INSIDE_RADIUS + e)
-    ca, cb = np.flatnonzero(near_ab <= reach), np.flatnonzero(near_ba <= reach)
-    sd_a, sd_b = _signed_distance(a.vertices[ca], b), _signed_distance(b.vertices[cb], a)
-    overlap = bool((sd_a < 0).any() or (sd_b < 0).any())
-    min_distance = 0.0 if overlap else float(min(sd_a.min(initial=np.inf), sd_b.min(initial=np.inf)))
+    in_ab, in_ba = b.inside(a.vertices, near_ab), a.inside(b.vertices, near_ba)
+    overlap = bool(in_ab.any() or in_ba.any())
+    min_distance = 0.0
     volume = 0.0
-    if overlap:
+    if not overlap:
+        # a vertex's distance d to the other surface satisfies near - e <= d <= near: only vertices whose
+        # lower bound beats the best upper bound can hold the minimum
+        best = min(near_ab.min(), near_ba.min())
+        ca, cb = near_ab <= best + e, near_ba <= best + e
+        min_distance = float(min(np.abs(_signed_distance(a.vertices[ca], b)).min(initial=np.inf),
+                                 np.abs(_signed_distance(b.vertices[cb], a)).min(initial=np.inf)))
+    else:
         # Every boundary point of the intersection lies on a triangle of one mesh inside the other; that
-        # triangle's vertices are within e of it, so their distance to the other surface is below e. The
-        # intersection therefore lies in the box of those vertices grown by e.
-        pts = np.concatenate([a.vertices[ca[sd_a < e]], b.vertices[cb[sd_b < e]]])
+        # triangle's vertices are within e of it, hence closer than e to the other surface and closer than
+        # 2e to its nearest vertex. So the intersection lies in the box of those vertices grown by e.
+        pts = np.concatenate([a.vertices[in_ab | (near_ab < 2 * e)], b.vertices[in_ba | (near_ba < 2 * e)]])
         lo = np.maximum(pts.min(0) - e, np.maximum(a.vertices.min(0), b.vertices.min(0)))
         hi = np.minimum(pts.max(0) + e, np.minimum(a.vertices.max(0), b.vertices.max(0)))
         if np.all(hi > lo):
@@ -379,20 +396,28 @@ def measure_pair(vertices_a: np.ndarray, faces_a: np.ndarray, vertices_b: np.nda
 
 @dataclass
 class _Hand:
-    """Working state of one hand while a scene is built: pose in the model frame, rigid placement."""
+    """Working state of one hand while a scene is built: its pose (model frame) and rigid placement
+    ``world = rot @ local + pos``. Call :meth:`pose_` before reading the geometry."""
 
     model: HandModel
     betas: np.ndarray
-    angles: np.ndarray
-    rot: np.ndarray = None  # (3, 3) placement rotation: world = rot @ local + pos
-    pos: np.ndarray = None
-    local_vertices: np.ndarray = None
-    local_joints: np.ndarray = None
-    local_transforms: np.ndarray = None
+    """(10,) shape coefficients."""
+    angles: np.ndarray = field(default_factory=lambda: np.zeros((5, 3, 3)))
+    """(5, 3, 3) anatomical angles, radians."""
+    rot: np.ndarray = field(default_factory=lambda: np.eye(3))
+    """(3, 3) placement rotation."""
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    """(3,) placement translation, metres."""
+    local_vertices: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """(V', 3) closed posed mesh in the model frame, metres."""
+    local_joints: np.ndarray = field(default_factory=lambda: np.zeros((21, 3)))
+    """(21, 3) posed joints in the model frame (internal order), metres."""
+    local_transforms: np.ndarray = field(default_factory=lambda: np.zeros((16, 4, 4)))
+    """(16, 4, 4) posed joint transforms in the model frame."""
 
-    def pose_(self, angles: np.ndarray | None = None) -> None:
-        if angles is not None:
-            self.angles = angles
+    def pose_(self, angles: np.ndarray) -> None:
+        """Pose the hand with anatomical `angles` (5, 3, 3) and update the model-frame geometry."""
+        self.angles = angles
         hp = P.angles_to_hand_pose(self.angles, self.model.frames) - self.model.hands_mean
         v, j, t = self.model.forward(hp[None], self.betas)
         self.local_vertices, self.local_joints, self.local_transforms = v[0], j[0], t[0]
@@ -479,40 +504,46 @@ def _slide(mover: _Hand, fixed: _Hand, anchor_mover: np.ndarray, anchor_fixed: n
 
 
 def _close(hand: _Hand, other: _Mesh, target: np.ndarray) -> None:
-    """Flex each finger from its current angles towards `target` (5, 3, 3) until it would enter `other`."""
+    """Flex each finger from its current angles towards `target` (5, 3, 3) until it would enter `other`.
+
+    The closing level of every finger (0 = current, 1 = target) climbs a ladder of levels, all fingers at
+    once, until the finger's vertices first enter `other`; the last free level is refined by bisection.
+    """
     start = hand.angles
-    levels = np.linspace(0.0, 1.0, _CLOSE_LEVELS)
     vf = hand.model.vertex_finger
+    finger_vertices = [np.flatnonzero(vf == f) for f in range(5)]
 
-    def pose_batch(lam: np.ndarray) -> np.ndarray:  # lam (B, 5) -> world vertices (B, V, 3)
-        ang = start[None] + lam[:, :, None, None] * (target - start)[None]
+    def entered(lam: np.ndarray, fingers: np.ndarray) -> np.ndarray:  # lam (5,) -> (len(fingers),) bool
+        ang = start + lam[:, None, None] * (target - start)
         hp = P.angles_to_hand_pose(ang, hand.model.frames) - hand.model.hands_mean
-        v = hand.model.forward(hp, hand.betas)[0]
-        return v @ hand.rot.T + hand.pos
+        v = hand.model.forward(hp[None], hand.betas)[0][0] @ hand.rot.T + hand.pos
+        idx = np.concatenate([finger_vertices[f] for f in fingers])
+        inside = other.inside_by_rays(v[idx])
+        counts = np.cumsum([0] + [len(finger_vertices[f]) for f in fingers])
+        return np.array([inside[counts[i]:counts[i + 1]].any() for i in range(len(fingers))])
 
-    def entered(v: np.ndarray) -> np.ndarray:  # (B, V, 3) -> (B, 5) finger inside `other`
-        sel = vf >= 0
-        pts = v[:, sel].reshape(-1, 3)
-        inside = other.inside(pts).reshape(v.shape[0], -1)
-        fingers = vf[sel]
-        return np.stack([inside[:, fingers == f].any(1) for f in range(5)], axis=1)
-
-    hit = entered(pose_batch(np.repeat(levels[:, None], 5, axis=1)))  # (L, 5)
-    lo = np.zeros(5)
-    hi = np.ones(5)
-    for f in range(5):
-        k = np.flatnonzero(hit[:, f])
-        if len(k) == 0:
-            lo[f] = hi[f] = 1.0
-        elif k[0] == 0:
-            lo[f] = hi[f] = 0.0
-        else:
-            lo[f], hi[f] = levels[k[0] - 1], levels[k[0]]
-    for _ in range(_CLOSE_BISECTIONS):
+    levels = np.linspace(0.0, 1.0, _CLOSE_LEVELS)
+    lo, hi = np.zeros(5), np.ones(5)
+    active = np.arange(5)
+    for k, level in enumerate(levels):
+        lam = lo.copy()
+        lam[active] = level
+        hit = entered(lam, active)
+        for f in active[hit]:
+            lo[f], hi[f] = (levels[k - 1], level) if k else (0.0, 0.0)
+        lo[active[~hit]] = level
+        active = active[~hit]
+        if not len(active):
+            break
+    hi[active] = lo[active] = 1.0
+    open_ = np.flatnonzero(hi > lo)
+    for _ in range(_CLOSE_BISECTIONS if len(open_) else 0):
         mid = 0.5 * (lo + hi)
-        h = entered(pose_batch(mid[None]))[0]
-        lo = np.where(h, lo, mid)
-        hi = np.where(h, mid, hi)
+        lam = lo.copy()
+        lam[open_] = mid[open_]
+        hit = entered(lam, open_)
+        lo[open_[~hit]] = mid[open_[~hit]]
+        hi[open_[hit]] = mid[open_[hit]]
     hand.pose_(start + lo[:, None, None] * (target - start))
 
 
@@ -531,7 +562,7 @@ def _place_touch(rng: np.random.Generator, a: _Hand, b: _Hand) -> bool:
     far_from_wrist = np.flatnonzero(np.linalg.norm(bv - b.joints[0], axis=1) > 0.03)
     q = int(rng.choice(far_from_wrist))
     target, n_q = bv[q], normals[q]
-    distal, _, normal = a.axes()
+    _, _, normal = a.axes()
     j = a.joints
     if rng.uniform() < 0.75:  # fingertip: pad or tip
         f = int(rng.choice(5, p=_TOUCH_FINGERS))
@@ -547,7 +578,7 @@ def _place_touch(rng: np.random.Generator, a: _Hand, b: _Hand) -> bool:
     return _slide(a, b, point, target, -n_q, rng.uniform(0.0, 0.0015))
 
 
-def _place_stack(rng: np.random.Generator, a: _Hand, b: _Hand, angle: float, palms_facing: bool,
+def _place_stack(a: _Hand, b: _Hand, angle: float, palms_facing: bool,
                  anchor_a: np.ndarray, anchor_b: np.ndarray, from_palm_side: bool, push: float) -> bool:
     """Orient a against b (finger directions `angle` apart about b's palm normal, palms facing or
     parallel) and slide it onto b from b's palm or back side."""
@@ -582,7 +613,7 @@ def _place(rng: np.random.Generator, kind: str, a: _Hand, b: _Hand) -> bool:
         db, rb, nb = b.axes()
         offset = rng.normal(0, 0.012, 2)
         anchor_b = b.palm_centre() + offset[0] * db + offset[1] * rb
-        ok = _place_stack(rng, a, b, angle, True, a.palm_centre(), anchor_b, True, rng.uniform(0.0, 0.001))
+        ok = _place_stack(a, b, angle, True, a.palm_centre(), anchor_b, True, rng.uniform(0.0, 0.001))
         if ok:
             _close(b, a.mesh(), P.fist_angles(rng))
             _close(a, b.mesh(), P.fist_angles(rng))
@@ -590,7 +621,7 @@ def _place(rng: np.random.Generator, kind: str, a: _Hand, b: _Hand) -> bool:
     if kind == "cross":
         angle = rng.choice([-1, 1]) * np.deg2rad(rng.uniform(35, 145))
         push = rng.uniform(0.0, 0.001) if rng.uniform() < 0.5 else -rng.uniform(0.002, 0.02)
-        return _place_stack(rng, a, b, angle, bool(rng.uniform() < 0.5), _axis_point(a, rng.uniform(-0.1, 0.8)),
+        return _place_stack(a, b, angle, bool(rng.uniform() < 0.5), _axis_point(a, rng.uniform(-0.1, 0.8)),
                             _axis_point(b, rng.uniform(-0.1, 0.8)), bool(rng.uniform() < 0.5), push)
     if kind == "near":
         rot = Rotation.random(random_state=rng).as_matrix()
@@ -649,10 +680,8 @@ def sample_scene(rng: np.random.Generator, hands: HandModels, *, kind: str | Non
     mover_side = "right" if rng.uniform() < 0.5 else "left"
     best = None
     for attempt in range(MAX_ATTEMPTS):
-        mover, fixed = (
-            _Hand(hands.side(s), _sample_betas(rng, hands.side(s).layer.num_betas), np.zeros((5, 3, 3)),
-                  np.eye(3), np.zeros(3))
-            for s in (mover_side, sk.other_side(mover_side)))
+        mover, fixed = (_Hand(hands.side(s), _sample_betas(rng, hands.side(s).layer.num_betas))
+                        for s in (mover_side, sk.other_side(mover_side)))
         mover_styles = _TOUCHER_STYLES if kind == "touch" else _POSE_STYLES[kind]
         mover.pose_(P.sample_hand_angles(rng, styles=mover_styles).angles)
         fixed.pose_(P.sample_hand_angles(rng, styles=_POSE_STYLES[kind]).angles)
@@ -667,10 +696,14 @@ def sample_scene(rng: np.random.Generator, hands: HandModels, *, kind: str | Non
     if best is None:
         raise RuntimeError("sample_scene: no placement met the hands in any attempt")
     mover, fixed, meas = best
+    attempts = attempt + 1
     # last resort: back the mover off along the line between the hands until the volume is accepted
     away = mover.palm_centre() - fixed.palm_centre()
+    if np.linalg.norm(away) < 1e-6:
+        away = -mover.axes()[2]  # coinciding palm centres: back off behind the mover's palm
     away /= np.linalg.norm(away)
     while meas.penetration_volume > MAX_PENETRATION_VOLUME:
+        attempts = MAX_ATTEMPTS + 1
         mover.pos = mover.pos + 0.002 * away
         meas = _measure(mover.mesh(), fixed.mesh(), rng, PENETRATION_SAMPLES)
 
@@ -684,4 +717,4 @@ def sample_scene(rng: np.random.Generator, hands: HandModels, *, kind: str | Non
     occlusion_axis = right.vertices.mean(0) - left.vertices.mean(0)
     camera = sample_camera(rng, np.concatenate([right.vertices, left.vertices]), occlusion_axis=occlusion_axis)
     return Scene(right=right, left=left, camera=camera, kind=kind, contact=meas.contact,
-                 penetration_volume=meas.penetration_volume, min_distance=meas.min_distance)
+                 penetration_volume=meas.penetration_volume, min_distance=meas.min_distance, attempts=attempts)
