@@ -198,6 +198,17 @@ def test_query_to_points_matches_official_camera_coords(golden, side):
     np.testing.assert_array_equal((cam * torch.tensor([1.0, -1.0, -1.0])).numpy(), expected)
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_unpose_gives_official_bone_coords(golden, side):
+    """``(unpose_b @ [p / 0.4, 1])[:3]`` with the official operand casts equals init_occ's bone_coords."""
+    inputs = golden.inputs
+    c = canonicalise(torch.from_numpy(inputs[f"joints_world_{side}"]), side)
+    p = torch.from_numpy(inputs[f"p_{side}"]) / QUERY_SCALE  # float32, as officially
+    hom = torch.cat([p, torch.ones(*p.shape[:-1], 1)], -1).double()
+    coords = (c.unpose.float().double()[:, None] @ hom[:, :, None, :, None])[..., :3, 0]  # (B, N, 16, 3)
+    np.testing.assert_array_equal(coords.numpy(), golden["init_occ"][f"bone_coords_{side}"])
+
+
 # --- errors ---------------------------------------------------------------------------------------------
 
 def _two_hands(golden):

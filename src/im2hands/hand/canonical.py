@@ -16,13 +16,13 @@ and the left hand mirrored in x first; :func:`points_to_query` and :func:`query_
 
 ``official_dtypes=True`` reproduces the official dtype sequence (several float32 casts inside a float64
 computation), so results equal the official numbers to float64 round-off (unpose) and bit for bit (float32
-outputs). ``official_dtypes=False`` runs everything in float64: differentiable, and within ~1e-5 of the
-official unpose matrices (the official float32 casts are the difference).
+outputs). ``official_dtypes=False`` runs everything in float64: differentiable, and within 2.3e-5 of the
+official unpose entries on the golden hands (the official float32 casts are the difference).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import torch
 from torch import Tensor
@@ -37,8 +37,8 @@ QUERY_SCALE = 0.4
 _HALO_FROM_INTERNAL = list(skeleton.HALO_FROM_INTERNAL)
 _BIOMECH_FROM_HALO = list(skeleton.BIOMECH_FROM_HALO)
 _HALO_FROM_BIOMECH = list(skeleton.HALO_FROM_BIOMECH)
-# The 16 parts in MANO order: part b starts at HALO joint b (b < 16) and ends at its child joint.
-_PART_START_HALO = list(range(16))  # PART_NAMES = ("palm",) + MANO[1:16]: part b starts at joint b
+# The 16 parts (PART_NAMES = ("palm",) + MANO[1:16]): part b starts at HALO joint b, ends at its child.
+_PART_START_HALO = list(range(16))
 _PART_CHILD_HALO = [skeleton.HALO.index("middle1")] + [
     next(c for c, p in enumerate(skeleton.HALO_PARENTS) if p == j) for j in _PART_START_HALO[1:]
 ]
@@ -51,7 +51,9 @@ _ROOT_PLANE_ANGLES = (0.8, 0.2, 0.2)
 """Canonical angles between the root-bone planes (thumb|index, middle|ring, ring|pinky), radians."""
 _ROOT_BONE_ANGLES = (0.4, 0.2, 0.2, 0.2)
 """Canonical angles between adjacent root bones (thumb-index, index-middle, middle-ring, ring-pinky)."""
-_INTERNAL_BIOMECH = [skeleton.INTERNAL.index(n) for n in skeleton.BIOMECH]
+
+SideArg = Union[skeleton.Side, Tensor]
+"""``"right"``/``"left"`` for a whole batch, or a (B,) bool tensor ``is_right`` (True = right hand)."""
 
 MIN_BONE_LENGTH = 1e-6
 """Bones shorter than this (metres) are degenerate input."""
@@ -95,7 +97,7 @@ class CanonicalDetailed(NamedTuple):
 
 # --- input handling ------------------------------------------------------------------------------------
 
-def _side_mask(side, batch: int, device) -> Tensor:
+def _side_mask(side: SideArg, batch: int, device) -> Tensor:
     """(B,) bool tensor, True for right hands, from "right"/"left" or a per-sample bool tensor."""
     if isinstance(side, str):
         if side not in ("right", "left"):
@@ -139,16 +141,18 @@ def _check_degenerate(joints: Tensor, is_right: Tensor) -> None:
         root = j[:, mcp] - j[:, :1]  # (B, 5, 3) thumb..pinky
         root = root / root.norm(dim=-1, keepdim=True)
         pairs = [(1, 2), (0, 1), (2, 3), (3, 4)]  # index/middle first: the palm plane
-        for a, c in pairs:
-            sine = torch.linalg.cross(root[:, a], root[:, c], dim=-1).norm(dim=-1)
-            flat = sine < MIN_PALM_SINE
-            if bool(flat.any()):
-                b = int(flat.nonzero()[0, 0])
-                what = "the palm is degenerate" if (a, c) == (1, 2) else "root bones are collinear"
-                raise ValueError(
-                    f"joints: hand {b} ({_side_name(is_right, b)}): {what}: 'wrist', "
-                    f"{skeleton.INTERNAL[mcp[a]]!r} and {skeleton.INTERNAL[mcp[c]]!r} are collinear "
-                    f"(sine {sine[b]:.3g} < {MIN_PALM_SINE:g})")
+        first = torch.tensor([a for a, _ in pairs], device=j.device)
+        second = torch.tensor([c for _, c in pairs], device=j.device)
+        sine = torch.linalg.cross(root[:, first], root[:, second], dim=-1).norm(dim=-1)  # (B, 4)
+        flat = sine < MIN_PALM_SINE
+        if bool(flat.any()):
+            b, k = (int(x) for x in flat.nonzero()[0])
+            a, c = pairs[k]
+            what = "the palm is degenerate" if k == 0 else "root bones are collinear"
+            raise ValueError(
+                f"joints: hand {b} ({_side_name(is_right, b)}): {what}: 'wrist', "
+                f"{skeleton.INTERNAL[mcp[a]]!r} and {skeleton.INTERNAL[mcp[c]]!r} are collinear "
+                f"(sine {sine[b, k]:.3g} < {MIN_PALM_SINE:g})")
 
 
 # --- HALO's vector helpers (same operations and dtype promotions as the official code) --------------
@@ -214,9 +218,10 @@ def _rotate_axis_angle(v: Tensor, k: Tensor, theta: Tensor, c: _Ctx) -> Tensor:
             + k * (k * v).sum(-1, keepdim=True) * (1 - cos))
 
 
-def _rotate(v: Tensor, ax: Tensor, rad: Tensor, c: _Ctx) -> Tensor:
+def _rotate(v: Tensor, ax: Tensor, rad: Tensor) -> Tensor:
     """Rodrigues on vectors with a float64 cross product (HALO's ``rotate``)."""
-    return v * torch.cos(rad) + _cross64(ax, v) * torch.sin(rad) + ax * (ax * v).sum(-1, keepdim=True) * (1 - torch.cos(rad))
+    return (v * torch.cos(rad) + _cross64(ax, v) * torch.sin(rad)
+            + ax * (ax * v).sum(-1, keepdim=True) * (1 - torch.cos(rad)))
 
 
 def _clip(x: Tensor, c: _Ctx) -> Tensor:
@@ -371,7 +376,7 @@ def _rotation_to_straight(local_coords: Tensor, c: _Ctx) -> Tensor:
     x[:, 0] = 1.0
     y = torch.zeros_like(x)
     y[:, 1] = 1.0
-    rotated_x = _rotate(x, y, flex, c)
+    rotated_x = _rotate(x, y, flex)
     r_1 = _rotation_matrix(-abd, rotated_x, c)
     r_2 = _rotation_matrix(-flex, y, c)
     r = torch.bmm(r_2.to(c.lo), r_1.to(c.lo)).reshape(bs, 20, 3, 3)
@@ -432,7 +437,7 @@ def _pose_converter(kp: Tensor, c: _Ctx) -> Tensor:
 
 # --- public API ----------------------------------------------------------------------------------------
 
-def canonicalise_detailed(joints: Tensor, side, *, official_dtypes: bool = True) -> CanonicalDetailed:
+def canonicalise_detailed(joints: Tensor, side: SideArg, *, official_dtypes: bool = True) -> CanonicalDetailed:
     """:func:`canonicalise` plus the intermediate stages (see :class:`CanonicalDetailed`)."""
     check_tensor(joints, "joints")
     check_shape(joints, "B 21 3", "joints")
@@ -488,7 +493,7 @@ def canonicalise_detailed(joints: Tensor, side, *, official_dtypes: bool = True)
     return CanonicalDetailed(out, joints_halo, glo_rot, canon, posed_to_canon)
 
 
-def canonicalise(joints: Tensor, side, *, official_dtypes: bool = True) -> Canonical:
+def canonicalise(joints: Tensor, side: SideArg, *, official_dtypes: bool = True) -> Canonical:
     """Canonicalise a batch of hands: 21 keypoints -> unposing transforms, bone lengths, root rotation.
 
     Args:
@@ -498,7 +503,9 @@ def canonicalise(joints: Tensor, side, *, official_dtypes: bool = True) -> Canon
             are x-mirrored and handled as right hands, as officially.
         official_dtypes: reproduce the official dtype sequence (float32 casts; matches the official
             numbers to float64 round-off). ``False`` computes everything in float64 (differentiable,
-            within ~1e-5 of the official unpose entries) and returns float64 throughout.
+            within ~2.3e-5 of the official unpose entries) and returns float64 throughout. Gradients
+            flow through every stage in both modes (the official converter detaches its per-bone frames,
+            which changes no value; it never back-propagates through this preprocessing).
     Returns:
         :class:`Canonical` (unpose (B, 16, 4, 4) float64, bone_lengths (B, 16), root_rot_mat (B, 4, 4),
         wrist (B, 3)).
@@ -510,7 +517,7 @@ def canonicalise(joints: Tensor, side, *, official_dtypes: bool = True) -> Canon
     return canonicalise_detailed(joints, side, official_dtypes=official_dtypes).canonical
 
 
-def _mirror_for(side, batch: int, device, dtype) -> Tensor:
+def _mirror_for(side: SideArg, batch: int, device, dtype) -> Tensor:
     """(B, 1, 3) factors [+-1, 1, 1]: -1 in x for left hands."""
     is_right = _side_mask(side, batch, device)
     m = torch.ones((batch, 1, 3), dtype=dtype, device=device)
@@ -528,7 +535,7 @@ def _check_query_args(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, names
     return sp["B"]
 
 
-def points_to_query(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, side) -> Tensor:
+def points_to_query(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, side: SideArg) -> Tensor:
     """Points in the keypoints' frame -> the hand's query space.
 
     ``p = R0 (m(x) - m(wrist)) / 0.4`` with ``R0 = root_rot_mat[:3, :3]`` and ``m`` the x-mirror for left
@@ -549,7 +556,7 @@ def points_to_query(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, side) -
     return torch.matmul(rel, root_rot_mat[:, :3, :3].to(dt).transpose(1, 2)) / QUERY_SCALE
 
 
-def query_to_points(p: Tensor, wrist: Tensor, root_rot_mat: Tensor, side) -> Tensor:
+def query_to_points(p: Tensor, wrist: Tensor, root_rot_mat: Tensor, side: SideArg) -> Tensor:
     """The hand's query space -> points in the keypoints' frame (inverse of :func:`points_to_query`).
 
     Computed as the official model does: ``[0.4 p, 1] @ root_rot_mat`` (row vectors), then the mirrored
