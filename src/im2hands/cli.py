@@ -72,7 +72,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--iou-points", type=int, default=10_000, help="uniform IoU points per hand (default: 10000)")
     p.add_argument("--surface-points", type=int, default=10_000,
                    help="surface points with normals per hand (default: 10000)")
-    p.add_argument("--gallery", type=int, default=8, help="samples in gallery.png, 0 for none (default: 8)")
+    p.add_argument("--gallery", type=int, default=8,
+                   help="first samples of the first split shown in gallery.png, 0 for none (default: 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_synth)
 
@@ -86,10 +87,10 @@ def _run_synth(args) -> int:
     occupancy = OccupancyConfig(
         num_points=args.points, num_iou_points=args.iou_points, num_surface_points=args.surface_points
     )
-    for split, num in zip(args.split, args.num):
-        config = SynthConfig(
+    for k, (split, num) in enumerate(zip(args.split, args.num)):
+        config = SynthConfig(  # the gallery shows the first split named
             out=args.out, num=num, split=split, seed=args.seed, workers=args.workers, mano_dir=args.mano,
-            occupancy=occupancy, gallery=args.gallery, progress=not args.no_progress,
+            occupancy=occupancy, gallery=args.gallery if k == 0 else 0, progress=not args.no_progress,
         )
         summary = generate(config)
         print("\n".join(summary.lines()))

@@ -5,7 +5,7 @@ Layout of the output folder::
     OUT/<split>/000000.npz ...   one sample per file (format: im2hands.data.sample, docs/DATA.md)
     OUT/<split>/job.json         the arguments that fix the content of the samples (checked on resume)
     OUT/summary.json             figures of each split generated into OUT
-    OUT/gallery.png              the first samples of the last split generated
+    OUT/gallery.png              the first samples of the split (`im2hands synth`: of the first split named)
 
 Determinism: sample ``i`` of ``split`` is drawn from ``SeedSequence(seed, spawn_key=(split code, i))``
 alone, so its bytes do not depend on the number of workers, on the order samples are made in, or on
