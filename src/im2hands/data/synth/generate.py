@@ -125,37 +125,52 @@ class HandFrame:
     world_to_query: np.ndarray
 
 
-def hand_frame(joints_world: np.ndarray, side: str) -> HandFrame:
-    """Canonicalise 21 keypoints (internal order, world frame, metres) of one hand.
+def hand_frames(joints_world: np.ndarray, sides: tuple[str, ...]) -> list[HandFrame]:
+    """Canonicalise a batch of hands' keypoints in one call.
 
     Uses :func:`im2hands.hand.canonical.canonicalise` with the official dtypes (the numbers the official
     networks were trained on). The query map is ``p = R0 (m(x) - m(wrist)) / 0.4``, ``m`` the x-mirror of
-    left hands (:func:`im2hands.hand.canonical.points_to_query`), written here as one 4x4 matrix.
+    left hands (:func:`im2hands.hand.canonical.points_to_query`), written here as one 4x4 matrix per hand.
+
+    Args:
+        joints_world: (B, 21, 3) keypoints, internal order, world frame, metres.
+        sides: B entries, ``"right"`` or ``"left"``.
+    Returns:
+        B :class:`HandFrame`.
     """
     import torch
 
     from im2hands.hand.canonical import QUERY_SCALE, canonicalise, points_to_query
 
     joints_world = np.asarray(joints_world, dtype=np.float64)
-    if joints_world.shape != (21, 3):
-        raise ValueError(f"joints_world: expected shape (21, 3), got {joints_world.shape}")
-    c = canonicalise(torch.from_numpy(joints_world)[None], side)
-    wrist = c.wrist[0].numpy().astype(np.float64)
-    root_rot = c.root_rot_mat[0].numpy().astype(np.float64)
-    mirror = MIRROR_X if side == "left" else np.eye(3)
-    w2q = np.eye(4)
-    w2q[:3, :3] = root_rot[:3, :3] @ mirror / QUERY_SCALE
-    w2q[:3, 3] = -w2q[:3, :3] @ wrist
-    # the matrix is the same map as points_to_query (checked here on the joints: cheap and exact)
-    ref = points_to_query(torch.from_numpy(joints_world)[None], c.wrist, c.root_rot_mat.double(), side)[0].numpy()
-    assert np.allclose(ref, _transform(w2q, joints_world), atol=1e-9)
-    return HandFrame(
-        unpose=c.unpose[0].numpy(),
-        bone_lengths=c.bone_lengths[0].numpy(),
-        root_rot_mat=root_rot,
-        root_xyz=wrist @ mirror,  # official convention: the left hand's root is stored x-mirrored
-        world_to_query=w2q,
-    )
+    if joints_world.ndim != 3 or joints_world.shape[1:] != (21, 3) or len(sides) != len(joints_world):
+        raise ValueError(f"joints_world: expected shape ({len(sides)}, 21, 3), got {joints_world.shape}")
+    bad = [s for s in sides if s not in SIDES]
+    if bad:
+        raise ValueError(f"sides: expected 'right' or 'left', got {bad}")
+    is_right = torch.tensor([s == "right" for s in sides])
+    joints_t = torch.from_numpy(joints_world)
+    c = canonicalise(joints_t, is_right)
+    wrist = c.wrist.numpy().astype(np.float64)
+    root_rot = c.root_rot_mat.numpy().astype(np.float64)
+    frames = []
+    for b, side in enumerate(sides):
+        mirror = MIRROR_X if side == "left" else np.eye(3)
+        w2q = np.eye(4)
+        w2q[:3, :3] = root_rot[b, :3, :3] @ mirror / QUERY_SCALE
+        w2q[:3, 3] = -w2q[:3, :3] @ wrist[b]
+        frames.append(HandFrame(
+            unpose=c.unpose[b].numpy(),
+            bone_lengths=c.bone_lengths[b].numpy(),
+            root_rot_mat=root_rot[b],
+            root_xyz=wrist[b] @ mirror,  # official convention: the left hand's root is stored x-mirrored
+            world_to_query=w2q,
+        ))
+    # the matrices are the same maps as points_to_query (checked on the joints: cheap and exact)
+    ref = points_to_query(joints_t, c.wrist, c.root_rot_mat.double(), is_right).numpy()
+    mine = np.stack([_transform(f.world_to_query, j) for f, j in zip(frames, joints_world)])
+    assert np.allclose(ref, mine, atol=1e-9), np.abs(ref - mine).max()
+    return frames
 
 
 def _transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -199,20 +214,24 @@ def make_sample(
 
     out: dict[str, np.ndarray] = {}
     meshes = {}
-    for side in SIDES:
+    joints_cam = {s: _transform(cam_from_world, np.asarray(getattr(scene, s).joints, dtype=np.float64)) for s in SIDES}
+    noisy_cams = {s: np.asarray(api.noisy_keypoints(rng_noise, joints_cam[s], s), dtype=np.float64) for s in SIDES}
+    frames = hand_frames(
+        np.stack([getattr(scene, s).joints for s in SIDES] + [_transform(world_from_cam, noisy_cams[s]) for s in SIDES]),
+        SIDES + SIDES,
+    )
+    for k, side in enumerate(SIDES):
         h = getattr(scene, side)
         verts_cam = _transform(cam_from_world, np.asarray(h.vertices, dtype=np.float64))
-        joints_cam = _transform(cam_from_world, np.asarray(h.joints, dtype=np.float64))
         faces = np.asarray(h.faces, dtype=np.int64)
         check_closed(faces, f"scene.{side}.faces")
         meshes[side] = (verts_cam, faces)
-        uvw = joints_cam @ K.T
-        noisy_cam = np.asarray(api.noisy_keypoints(rng_noise, joints_cam, side), dtype=np.float64)
-        gt = hand_frame(np.asarray(h.joints, dtype=np.float64), side)
-        noisy = hand_frame(_transform(world_from_cam, noisy_cam), side)
+        uvw = joints_cam[side] @ K.T
+        noisy_cam = noisy_cams[side]
+        gt, noisy = frames[k], frames[len(SIDES) + k]
         p = f"{side}_"
         out |= {
-            p + "vertices": verts_cam, p + "faces": faces, p + "joints": joints_cam,
+            p + "vertices": verts_cam, p + "faces": faces, p + "joints": joints_cam[side],
             p + "joints_2d": uvw[:, :2] / uvw[:, 2:3],
             p + "global_orient": h.global_orient, p + "hand_pose": h.hand_pose, p + "betas": h.betas,
             p + "transl": h.transl,
@@ -220,7 +239,7 @@ def make_sample(
             p + "root_xyz": gt.root_xyz,
             p + "query_to_cam": cam_from_world @ np.linalg.inv(gt.world_to_query),
             p + "noisy_joints": noisy_cam,
-            p + "noisy_mpjpe": np.linalg.norm(noisy_cam - joints_cam, axis=-1).mean(),
+            p + "noisy_mpjpe": np.linalg.norm(noisy_cam - joints_cam[side], axis=-1).mean(),
             p + "noisy_unpose": noisy.unpose, p + "noisy_bone_lengths": noisy.bone_lengths,
             p + "noisy_root_rot_mat": noisy.root_rot_mat, p + "noisy_root_xyz": noisy.root_xyz,
         }
