@@ -279,12 +279,9 @@ def _init_worker(config: SynthConfig) -> None:
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     from im2hands.data.synth.render import HandRenderer
 
-    try:  # keep each process to one thread: parallelism comes from the processes
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+    torch.set_num_threads(1)  # one thread per process: parallelism comes from the processes
     api = _scene_api(config.scene_module)
     _STATE.update(config=config, api=api, hands=api.load_hand_models(config.mano_dir), renderer=HandRenderer())
 
@@ -477,6 +474,9 @@ def generate(config: SynthConfig) -> SynthSummary:
         bar.update()
 
     if todo and config.workers == 1:
+        import torch
+
+        threads = torch.get_num_threads()
         _init_worker(config)
         try:
             for i in todo:
@@ -485,6 +485,7 @@ def generate(config: SynthConfig) -> SynthSummary:
         finally:
             _STATE["renderer"].close()
             _STATE.clear()
+            torch.set_num_threads(threads)  # leave the calling process as it was
     elif todo:
         ctx = mp.get_context(_start_method(config))
         with ctx.Pool(min(config.workers, len(todo)), initializer=_init_worker, initargs=(config,)) as pool:
