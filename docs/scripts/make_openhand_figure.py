@@ -59,7 +59,7 @@ def main() -> None:
         return b
 
     shapes = [(betas(size=-2), "size -2"), (betas(size=2), "size +2"),
-              (betas(finger_thickness=2.5, palm_thickness=2), "thick +2.5"),
+              (betas(finger_thickness=3, thumb_thickness=3, palm_thickness=3), "thickness +3"),
               (betas(finger_length=2, palm_width=-2), "long fingers, narrow palm")]
     row2 = [(_view(_mesh(right, betas=b), dorsal, up, dist=0.45), label) for b, label in shapes]
     fist = right_pose_from_angles(HandAngles((85, 95, 60), (30, 40, 40, 40, 25)))

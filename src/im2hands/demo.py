@@ -59,14 +59,11 @@ def clasp_meshes():
     import trimesh
     from scipy.spatial.transform import Rotation
 
-    from im2hands.hand.mano import ManoLayer
-    from im2hands.hand.openhand import openhand_dir
+    from im2hands.hand.openhand import open_hand_layer
 
     out = []
     for side, angles in (("right", CLASP_RIGHT), ("left", CLASP_LEFT)):
-        # the open hand's left shapedirs are already mirrored: no real-MANO left fix
-        layer = ManoLayer(openhand_dir(), side=side, flat_hand_mean=True, fix_left_shapedirs=False,
-                          dtype=torch.float64)
+        layer = open_hand_layer(side, flat_hand_mean=True, dtype=torch.float64)
         pose = right_pose_from_angles(angles)
         orient, transl = np.zeros(3), np.zeros(3)
         if side == "left":

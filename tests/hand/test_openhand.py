@@ -9,7 +9,7 @@ import torch
 import trimesh
 
 from im2hands.hand import openhand as oh
-from im2hands.hand.mano import ManoLayer
+from im2hands.hand.mano import ManoLayer, mano_model_from_dict
 from im2hands.hand.skeleton import MANO_KINTREE_PARENTS
 
 from ._mesh_quality import local_pairs, self_intersecting_pairs
@@ -238,8 +238,11 @@ def test_random_betas_give_plausible_adult_hands(layer_r):
     lo, hi = np.percentile(length, [0.5, 99.5])
     assert 0.14 < lo and hi < 0.25, (lo, hi)
     assert 0.185 < np.median(length) < 0.20
-    vol = np.array([trimesh.Trimesh(v, layer_r.faces.numpy(), process=False).volume for v in out.vertices[:50].numpy()])
+    faces = layer_r.faces.numpy()
+    vol = np.array([trimesh.Trimesh(v, faces, process=False).volume for v in out.vertices[:50].numpy()])
     assert vol.min() > 0
+    for v in out.vertices[:20].numpy():  # shaped rest meshes stay free of self-intersections
+        assert len(self_intersecting_pairs(v, faces)) == 0
 
 
 # ------------------------------------------------------------------------------------------ poses
@@ -251,7 +254,7 @@ def test_random_anatomical_poses_keep_the_mesh_clean(right, skel, layer_r):
     f = right["f"].astype(np.int64)
     rest = trimesh.Trimesh(np.asarray(right["v_template"], np.float64), f, process=False)
     vol = np.array([trimesh.Trimesh(v, f, process=False).volume for v in verts]) / rest.volume
-    assert 0.93 < vol.min() and vol.max() < 1.02, (vol.min(), vol.max())
+    assert 0.96 < vol.min() and vol.max() < 1.03 and abs(vol.mean() - 1) < 0.01, (vol.min(), vol.mean(), vol.max())
     tri = verts[:, f]
     area = 0.5 * np.linalg.norm(np.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]), axis=-1)
     degenerate = (area < 0.05 * rest.area_faces).mean(1)
@@ -273,6 +276,37 @@ def test_random_anatomical_poses_keep_the_mesh_clean(right, skel, layer_r):
         frac.append(len(np.unique(loc)) / len(f))
     frac = np.array(frac)
     assert frac.mean() < 0.008 and frac.max() < 0.025, (frac.mean(), frac.max())
+
+
+def test_pose_correctives_bulge_bent_joints_by_one_minus_cos(right, skel):
+    """posedirs move a vertex along its rest normal by bulge * min(4 w_p w_j, 1) * (1 - cos angle); with
+    them the mean volume of random poses stays within 1 % of the rest volume, without them it drops."""
+    v = np.asarray(right["v_template"], np.float64)
+    f = right["f"].astype(np.int64)
+    w = np.asarray(right["weights"], np.float64)
+    normals = trimesh.Trimesh(v, f, process=False).vertex_normals
+    angle = np.deg2rad(70.0)
+    pose = np.zeros(45)
+    pose[3 * 4 + 2] = angle  # middle2 (PIP) about +z
+    feature = np.zeros(135)
+    rot = trimesh.transformations.rotation_matrix(angle, [0, 0, 1])[:3, :3]
+    feature[9 * 4:9 * 5] = (rot - np.eye(3)).ravel()
+    offsets = np.einsum("vck,k->vc", np.asarray(right["posedirs"], np.float64), feature)
+    s = np.minimum(4 * w[:, 4] * w[:, 5], 1.0)
+    expected = oh.CORRECTIVE_BULGE * s[:, None] * normals * (1 - np.cos(angle))
+    np.testing.assert_allclose(offsets, expected, atol=2e-6)  # float16 storage
+    assert np.linalg.norm(offsets, axis=1).max() > 0.5e-3
+    # volume with and without correctives over random anatomical poses
+    poses = oh.sample_anatomical_poses(skel, 40, np.random.default_rng(5))
+    model = dict(right)
+    flat = ManoLayer(mano_model_from_dict(dict(model, posedirs=np.zeros_like(model["posedirs"])), "right"),
+                     side="right", flat_hand_mean=True, dtype=torch.float64)
+    rest_vol = trimesh.Trimesh(v, f, process=False).volume
+    vols = []
+    for layer in (_layer("right", flat_hand_mean=True), flat):
+        verts = _pose(layer, poses).vertices.numpy()
+        vols.append(np.mean([trimesh.Trimesh(x, f, process=False).volume for x in verts]) / rest_vol)
+    assert abs(vols[0] - 1) < 0.01 and vols[1] < 0.98, vols
 
 
 def test_thumb_can_oppose_every_fingertip(skel):
@@ -361,6 +395,30 @@ def test_regenerated_files_equal_the_shipped_ones(tmp_path, right, left):
                 assert np.asarray(got).dtype == np.asarray(value).dtype, key
                 np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(value, np.float64),
                                            atol=1e-6, rtol=0, err_msg=key)
+
+
+def test_open_hand_layer_never_applies_the_left_shapedirs_fix():
+    shipped = oh.load_model(oh.openhand_dir() / "MANO_LEFT.pkl")["shapedirs"]
+    # ManoLayer's default recognises the open hand file (key openhand_version) and skips the fix too
+    for layer in (oh.open_hand_layer("left", dtype=torch.float64),
+                  ManoLayer(oh.openhand_dir(), side="left", dtype=torch.float64)):
+        assert not layer.left_shapedirs_fixed and layer.side == "left"
+        np.testing.assert_array_equal(layer.shapedirs.numpy(), np.asarray(shipped, np.float64))
+
+
+def test_bad_arguments_raise_clear_errors(skel):
+    with pytest.raises(ValueError, match="abd: expected shape"):
+        oh.pose_from_angles(skel, np.zeros((2, 15)), np.zeros((3, 15)), np.zeros((2, 15)))
+    with pytest.raises(ValueError, match="flex: contains NaN"):
+        oh.pose_from_angles(skel, np.full((1, 15), np.nan), np.zeros((1, 15)), np.zeros((1, 15)))
+    with pytest.raises(ValueError, match="n: expected a positive int"):
+        oh.sample_anatomical_poses(skel, 0, np.random.default_rng(0))
+    with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator"):
+        oh.sample_anatomical_poses(skel, 3, 0)
+    with pytest.raises(ValueError, match="voxel"):
+        oh.build_surface(skel, voxel=0.1)
+    with pytest.raises(ValueError, match="bone: expected 1..15"):
+        skel.bone_end(0)
 
 
 def test_load_model_names_a_missing_file(tmp_path):

@@ -15,9 +15,9 @@ key                  shape             meaning
 ``J_regressor``      (16, V) csc       convex rows: rest joints = ``J_regressor @ v_template``
 ``weights``          (V, 16) float32   linear-blend-skinning weights, rows sum to 1
 ``shapedirs``        (V, 3, 10) f32    vertex offsets per unit of each shape coefficient (table below)
-``posedirs``         (V, 3, 135) f16   pose correctives: **all zero** (plain LBS; float16 keeps files small)
-``hands_components`` (45, 45)          orthonormal PCA basis (rows) of a designed anatomical pose prior
-``hands_mean``       (45,)             relaxed mean pose (fingers slightly flexed), axis-angle, radians
+``posedirs``         (V, 3, 135) f16   simple pose correctives (``pose_correctives``; float16 keeps files small)
+``hands_components`` (45, 45) f64      orthonormal PCA basis (rows) of a designed anatomical pose prior
+``hands_mean``       (45,) f64         relaxed mean pose (fingers slightly flexed), axis-angle, radians
 ``tip_vertex_ids``   (5,) int64        fingertip vertices: thumb, index, middle, ring, pinky
 ``openhand_version`` str               generator version
 ==================== ================= =====================================================================
@@ -34,22 +34,25 @@ plane with its base (CMC) on the palm side.
 Left hand: the exact x-mirror of the right one (vertices and joints x-negated, face winding flipped,
 ``shapedirs[:, 0]`` negated, ``posedirs`` mirrored, pose components mirrored as axis-angle (x, -y, -z)).
 Real MANO's left ``shapedirs`` need the well-known fix ``shapedirs[:, 0, :] *= -1`` (smplx issue #48);
-ours are already correct and that fix must **not** be applied to them: build the layer with
-``ManoLayer(openhand_dir(), side="left", fix_left_shapedirs=False)``.
+ours are already correct and that fix must **not** be applied to them (``ManoLayer`` recognises our files
+by the key ``openhand_version`` and skips it; ``open_hand_layer`` turns it off explicitly).
 
 Construction (``build_right``):
 
 1. Rest skeleton (``rest_skeleton``): designed adult joint positions, per-segment radii.
 2. Surface: a signed distance field made of a rounded palm slab, a thenar ellipsoid and rounded cones
    along every finger segment (smooth unions), meshed by marching cubes, Taubin-smoothed, simplified by
-   quadric edge collapse (libigl) to about ``N_VERTS_TARGET`` vertices, then Taubin-smoothed again.
+   quadric edge collapse (libigl) to ``N_VERTS_TARGET`` vertices, then relaxed tangentially and projected
+   back onto the field.
 3. Skinning weights: soft membership to palm/finger regions of the distance field times smoothstep blends
    across each joint's plane along the bone, then a few mesh-Laplacian smoothing steps.
 4. Joint regressor: for each joint, non-negative weights summing to 1 over its nearest vertices that
    reproduce the designed joint (so joints follow shape changes).
-5. Shape directions (``SHAPE_COMPONENTS``): each is a designed deformation (per-bone stretch along the
+5. Pose correctives (``pose_correctives``): a bulge along the normal at each bent joint against linear
+   blend skinning's volume loss.
+6. Shape directions (``SHAPE_COMPONENTS``): each is a designed deformation (per-bone stretch along the
    bone, radial scaling around the bone, palm affine map) blended by the skinning weights.
-6. Pose prior: PCA of poses sampled from ``sample_anatomical_poses``.
+7. Pose prior: PCA of poses sampled from ``sample_anatomical_poses``.
 
 License: generated entirely by this module's own code and design numbers (no MANO data); it is part of
 im2hands and under the project's license.
@@ -61,7 +64,6 @@ import argparse
 import os
 import pickle
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -308,7 +310,9 @@ def _taubin(v: np.ndarray, f: np.ndarray, iterations: int) -> np.ndarray:
 
 def build_surface(skel: RestSkeleton, *, voxel: float = 0.0016, n_verts: int = N_VERTS_TARGET
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Mesh the rest hand: marching cubes of ``hand_field``, smoothing, quadric simplification.
+    """Mesh the rest hand: marching cubes of ``hand_field`` (`voxel` metres), Taubin smoothing, quadric
+    simplification to `n_verts` vertices (libigl, intersection blocking), then tangential relaxation of the
+    triangles alternating with projection back onto the field's zero level.
 
     Returns:
         v: (V, 3) float64 vertices, metres; f: (F, 3) int64 outward triangles. Watertight, one component.
@@ -316,6 +320,11 @@ def build_surface(skel: RestSkeleton, *, voxel: float = 0.0016, n_verts: int = N
     import igl
     import mcubes
     import trimesh
+
+    if not 0.0005 <= voxel <= 0.004:
+        raise ValueError(f"voxel: expected a marching-cubes voxel size in [0.0005, 0.004] m, got {voxel}")
+    if not 300 <= n_verts <= 20000:
+        raise ValueError(f"n_verts: expected a target vertex count in [300, 20000], got {n_verts}")
 
     outline = np.stack([_PALM_OUTLINE[:, 0], np.full(len(_PALM_OUTLINE), _PALM_MID_Y), _PALM_OUTLINE[:, 1]], 1)
     pts = np.concatenate([skel.joints, skel.tips, outline])
@@ -326,7 +335,6 @@ def build_surface(skel: RestSkeleton, *, voxel: float = 0.0016, n_verts: int = N
     field = hand_field(grid.reshape(-1, 3), skel).reshape(grid.shape[:3])
     v, f = mcubes.marching_cubes(-field, 0.0)
     v = lo + v * voxel
-    t1 = time.perf_counter()
     mesh = trimesh.Trimesh(v, f.astype(np.int64), process=True)
     parts = mesh.split(only_watertight=False)
     mesh = max(parts, key=lambda m: len(m.faces))
@@ -552,6 +560,31 @@ def shape_directions(v: np.ndarray, weights: np.ndarray, skel: RestSkeleton) -> 
     return out
 
 
+# -------------------------------------------------------------------------------------- pose correctives
+
+CORRECTIVE_BULGE = 0.0015
+"""Outward push (m) of the middle of a joint's blend region at 90 degrees of rotation (``posedirs``)."""
+
+
+def pose_correctives(v: np.ndarray, f: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pose blend shapes (V, 3, 135) that offset linear blend skinning's volume loss at bent joints.
+
+    For joint j (1..15) with parent p, a vertex moves along its rest normal n by
+    ``CORRECTIVE_BULGE * s * (1 - cos(angle_j))`` with profile ``s = min(4 w_p w_j, 1)`` (1 where the two
+    bones' weights are equal). MANO's pose feature is ``R_j - I`` (row-major, 9 per joint) and
+    ``trace(R_j - I) = 2 (cos(angle_j) - 1)``, so only the three diagonal entries get ``-bulge * s * n / 2``.
+    """
+    import trimesh
+
+    n = trimesh.Trimesh(v, f, process=False).vertex_normals
+    out = np.zeros((len(v), 3, 9 * 15))
+    for j in range(1, 16):
+        s = np.minimum(4.0 * weights[:, MANO_KINTREE_PARENTS[j]] * weights[:, j], 1.0)
+        for d in range(3):
+            out[:, :, 9 * (j - 1) + 4 * d] = -0.5 * CORRECTIVE_BULGE * s[:, None] * n
+    return out
+
+
 # ------------------------------------------------------------------------------------------- pose space
 
 def _rotvec(r: np.ndarray) -> np.ndarray:
@@ -594,8 +627,17 @@ def pose_from_angles(skel: RestSkeleton, flex: np.ndarray, abd: np.ndarray, twis
     rest template frame (MANO's relative joint rotations are expressed in the rest frame's axes).
     For index-pinky, positive ``abd`` spreads a finger towards the thumb.
     """
+    arrays = {"flex": np.asarray(flex, dtype=np.float64), "abd": np.asarray(abd, dtype=np.float64),
+              "twist": np.asarray(twist, dtype=np.float64)}
+    n = arrays["flex"].shape[0] if arrays["flex"].ndim == 2 else -1
+    for name, a in arrays.items():
+        if a.ndim != 2 or a.shape != (n, 15):
+            raise ValueError(f"{name}: expected shape (N, 15) with the same N for flex, abd and twist, "
+                             f"got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}: contains NaN or inf")
+    flex, abd, twist = arrays["flex"], arrays["abd"], arrays["twist"]
     ax = joint_axes(skel)
-    n = len(flex)
     out = np.zeros((n, 15, 3))
     from scipy.spatial.transform import Rotation
 
@@ -642,6 +684,10 @@ def sample_anatomical_poses(skel: RestSkeleton, n: int, rng: np.random.Generator
     ``THUMB_RANGES``. With ``correlated=True`` the flexions share a per-sample grip level (as in real
     hands; used for the PCA prior).
     """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
     flex = np.zeros((n, 15))
     abd = np.zeros((n, 15))
     twist = np.zeros((n, 15))
@@ -713,7 +759,7 @@ def build_right() -> dict:
         "J_regressor": jreg,
         "weights": w.astype(np.float32),
         "shapedirs": shapedirs.astype(np.float32),
-        "posedirs": np.zeros((len(v), 3, 135), dtype=np.float16),
+        "posedirs": pose_correctives(v, f, w).astype(np.float16),
         "hands_components": components,
         "hands_mean": mean,
         "tip_vertex_ids": _tip_vertices(v, skel),
@@ -773,6 +819,22 @@ def generate(out_dir: Path) -> tuple[Path, Path]:
 def openhand_dir() -> Path:
     """Folder of the shipped open hand model files (``MANO_RIGHT.pkl``, ``MANO_LEFT.pkl``)."""
     return Path(__file__).resolve().parents[1] / "assets" / "openhand"
+
+
+def open_hand_layer(side: str = "right", *, use_pca: bool = False, num_pca_comps: int = 6,
+                    flat_hand_mean: bool = False, joint_order: str = "internal", dtype=None):
+    """A :class:`im2hands.hand.mano.ManoLayer` of the shipped open hand model for `side`.
+
+    Same options as ``ManoLayer``, except that the real-MANO left-hand shapedirs fix is always off (our left
+    model is already an exact mirror). `dtype` defaults to ``torch.float32``.
+    """
+    import torch
+
+    from im2hands.hand.mano import ManoLayer
+
+    return ManoLayer(openhand_dir(), side=side, use_pca=use_pca, num_pca_comps=num_pca_comps,
+                     flat_hand_mean=flat_hand_mean, fix_left_shapedirs=False, joint_order=joint_order,
+                     dtype=torch.float32 if dtype is None else dtype)
 
 
 def load_model(path: Path) -> dict:
