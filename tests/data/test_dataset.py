@@ -1,0 +1,94 @@
+"""HandsDataset over generated samples, and the `im2hands synth` command."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from im2hands.data import read_sample
+from im2hands.data.dataset import IMAGENET_MEAN, IMAGENET_STD, HandsDataset
+from im2hands.data.synth.generate import SynthConfig, generate
+from im2hands.data.synth.occupancy import OccupancyConfig
+
+SCENE = "im2hands.data.synth.scene"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds")
+    occ = OccupancyConfig(num_points=1000, num_iou_points=300, num_surface_points=400)
+    generate(SynthConfig(out=out, num=2, split="val", seed=3, occupancy=occ, gallery=0, progress=False,
+                         scene_module=SCENE))
+    return out
+
+
+def test_item_contents(root):
+    ds = HandsDataset(root, "val", points_per_hand=512, anchors_per_hand=128)
+    assert len(ds) == 2
+    item = ds[1]
+    s = read_sample(root / "val" / "000001.npz")
+    assert item["image"].shape == (3, 256, 256) and item["image"].dtype == torch.float32
+    pixel = (s["image"][10, 20] / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(item["image"][:, 10, 20].numpy(), pixel, atol=1e-6)
+    for side in ("right", "left"):
+        h = item[side]
+        assert h["unpose"].shape == (16, 4, 4) and h["unpose"].dtype == torch.float64
+        assert h["points"].shape == (512, 3) and h["occupancy"].shape == (512,)
+        assert h["anchors"].shape == (128, 3)
+        # every drawn point is a stored point and carries its stored label
+        stored = {tuple(p): o for p, o in zip(s[f"{side}_points"].tolist(), s[f"{side}_occupancy"].tolist())}
+        for p, o in zip(h["points"].tolist(), h["occupancy"].tolist()):
+            assert stored[tuple(p)] == bool(o)
+        np.testing.assert_array_equal(h["root_xyz"].numpy(), s[f"{side}_root_xyz"])
+    # official convention: the left root is the x-mirrored wrist (world frame)
+    R, T = s["camera_R"], s["camera_T"]
+    wrist_world = R.T @ (s["left_joints"][0].astype(np.float64) - T)
+    np.testing.assert_allclose(item["left"]["root_xyz"].numpy(), wrist_world * [-1, 1, 1], atol=1e-5)
+
+
+def test_seeded_draws_and_noisy_transforms(root):
+    a = HandsDataset(root, "val", points_per_hand=64, seed=5)[0]
+    b = HandsDataset(root, "val", points_per_hand=64, seed=5)[0]
+    torch.testing.assert_close(a["right"]["points"], b["right"]["points"])
+    noisy = HandsDataset(root, "val", points_per_hand=64, seed=5, transforms_from="noisy")[0]
+    assert not torch.equal(noisy["right"]["unpose"], a["right"]["unpose"])
+    torch.testing.assert_close(noisy["right"]["points"], a["right"]["points"])  # labels stay GT
+
+
+def test_dataloader_batches(root):
+    loader = torch.utils.data.DataLoader(HandsDataset(root, "val", points_per_hand=32), batch_size=2)
+    batch = next(iter(loader))
+    assert batch["right"]["points"].shape == (2, 32, 3) and batch["camera_K"].shape == (2, 3, 3)
+
+
+def test_bad_arguments(root, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        HandsDataset(root, "train")
+    with pytest.raises(ValueError, match="points_per_hand"):
+        HandsDataset(root, "val", points_per_hand=0)
+    with pytest.raises(ValueError, match="transforms_from"):
+        HandsDataset(root, "val", transforms_from="pred")
+
+
+def test_corrupt_sample_error_names_file(root, tmp_path):
+    (tmp_path / "val").mkdir()
+    bad = tmp_path / "val" / "000000.npz"
+    bad.write_bytes((root / "val" / "000000.npz").read_bytes()[:3000])
+    with pytest.raises(ValueError, match="000000.npz"):
+        HandsDataset(tmp_path, "val")[0]
+
+
+def test_cli_synth(tmp_path, capsys):
+    from im2hands.cli import main
+
+    rc = main(["synth", "--out", str(tmp_path), "--num", "2", "1", "--split", "train", "test", "--points", "500",
+               "--iou-points", "100", "--surface-points", "100", "--gallery", "2", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "split train: 2 samples" in out and "split test: 1 samples" in out
+    assert sorted(p.name for p in (tmp_path / "train").glob("*.npz")) == ["000000.npz", "000001.npz"]
+    assert read_sample(tmp_path / "test" / "000000.npz")["right_points"].shape == (500, 3)
+    assert (tmp_path / "gallery.png").exists()
+    assert main(["synth", "--out", str(tmp_path), "--num", "2", "--split", "train", "test"]) == 2
+    assert "one count per --split" in capsys.readouterr().err
