@@ -180,7 +180,7 @@ class HandModel:
             ``(vertices (B, V', 3) closed mesh, joints (B, 21, 3) internal order, joint_transforms
             (B, 16, 4, 4))``, float64, metres.
         """
-        hand_pose = np.ascontiguousarray(np.atleast_2d(np.asarray(hand_pose, dtype=np.float64)))
+        hand_pose = np.array(np.atleast_2d(hand_pose), dtype=np.float64)  # a writable copy for torch
         betas = np.array(np.broadcast_to(np.asarray(betas, dtype=np.float64), (hand_pose.shape[0], self.layer.num_betas)))
         with torch.no_grad(), _one_thread():
             out = self.layer(hand_pose=torch.from_numpy(hand_pose), betas=torch.from_numpy(betas))
