@@ -71,7 +71,7 @@ def official(golden):
 
 @pytest.fixture(scope="module")
 def default(golden, official):
-    model = InitOcc(InitOccConfig(official=False)).eval()
+    model = InitOcc(InitOccConfig(official_quirks=False)).eval()
     model.load_state_dict(official.state_dict())
     return model
 
