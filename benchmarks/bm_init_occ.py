@@ -10,6 +10,7 @@ Numbers are wall-clock minima over ``--reps`` repetitions (the machine may be sh
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
@@ -43,10 +44,11 @@ def random_hand(g: torch.Generator) -> HandInputs:
 
 
 def loop_decode(model: InitOcc, enc, hand, points, side, chunk: int) -> torch.Tensor:
-    """Same tokens and attention as ``decode``; the decoder is the per-bone loop (chunked alike)."""
+    """Same tokens and attention as ``decode`` (one call, so official mode keeps one query 0); the decoder
+    is the per-bone loop of the official formulation, run on chunks of the same size as ``decode``'s."""
+    feats = model.local_image_features(enc, hand, points, side)
     out = []
-    for c in points.split(chunk, dim=1):
-        feat = model.local_image_features(enc, hand, c, side)
+    for c, feat in zip(points.split(chunk, dim=1), feats.split(chunk, dim=1)):
         out.append(reference_part_logits(model.decoder(side), c / 0.4, feat, hand.unpose, hand.bone_lengths,
                                          official=model.config.official_quirks))
     return torch.cat(out, dim=1)
@@ -58,18 +60,21 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=1_000_000, help="points per hand for the memory check")
     ap.add_argument("--loop-points", type=int, default=20_000, help="points per hand for the loop baseline")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--chunk", type=int, default=InitOccConfig.chunk_points, help="InitOccConfig.chunk_points")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     hands = {"left": random_hand(g), "right": random_hand(g)}
     camera = Camera(R=torch.eye(3).unsqueeze(0), T=torch.tensor([[0.0, 0.0, 0.6]]))
     image = torch.randn(1, 3, 256, 256, generator=g)
     pts = {s: 0.55 * (2 * torch.rand(1, args.points, 3, generator=g) - 1) for s in hands}
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, points/hand {args.points}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, points/hand {args.points}, "
+          f"chunk {args.chunk}, load average {os.getloadavg()[0]:.1f}")
 
     for official in (False, True):
-        model = InitOcc(InitOccConfig(official_quirks=official)).eval()
+        model = InitOcc(InitOccConfig(official_quirks=official, chunk_points=args.chunk)).eval()
         mode = "official" if official else "default"
         with torch.no_grad():
             t_enc = tmin(lambda: model.encode(image, camera), args.reps)
@@ -91,7 +96,7 @@ def main() -> None:
         print(f"[{mode}] peak RSS so far: {peak_rss_mb():.0f} MB")
         del model, enc
 
-    model = InitOcc(InitOccConfig()).eval()
+    model = InitOcc(InitOccConfig(chunk_points=args.chunk)).eval()
     with torch.no_grad():
         enc = model.encode(image, camera)
         big = 0.55 * (2 * torch.rand(1, args.big, 3, generator=g) - 1)

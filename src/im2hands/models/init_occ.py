@@ -54,7 +54,14 @@ from torch import Tensor, nn
 from im2hands._checks import check_finite, check_shape, check_tensor
 from im2hands.models.attention import GridContext, ImageAttention
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
-from im2hands.models.part_decoder import NUM_BONES, QUERY_SCALE, PartDecoder, StackedWeights, bone_coords
+from im2hands.models.part_decoder import (
+    NUM_BONES,
+    QUERY_SCALE,
+    PartDecoder,
+    StackedWeights,
+    Workspace,
+    bone_coords,
+)
 
 Side = Literal["left", "right"]
 SIDES: tuple[Side, Side] = ("left", "right")
@@ -397,6 +404,7 @@ class InitOcc(nn.Module):
         img_ex = self.img_ex(side)
         z_ref = None
         step = max(1, self.config.chunk_points // max(b, 1))
+        workspace = Workspace(points.device)
         logits = []
         for start in range(0, n, step):
             sl = slice(start, min(n, start + step))
@@ -404,7 +412,8 @@ class InitOcc(nn.Module):
             if z_ref is None:
                 z_ref = self._z_ref(cam, hand, side, encoding.camera)
             feat = img_ex.attend(ctx, self._tokens(cam, z_ref, side))
-            logits.append(decoder(points_dec[:, sl], feat, code, official=self.config.official_quirks, weights=weights))
+            logits.append(decoder(points_dec[:, sl], feat, code, official=self.config.official_quirks, weights=weights,
+                                  workspace=workspace))
         if logits:
             part_logits = torch.cat(logits, dim=1)
         else:
