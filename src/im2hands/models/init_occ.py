@@ -80,7 +80,7 @@ class InitOccConfig:
     """Reproduce the official forward exactly, quirks included (needed to match official checkpoints'
     numbers); False fixes the quirks (see the module docstring and ``docs/OFFICIAL_QUIRKS.md``). The same
     flag name as the other networks' configs, so ``convert-official`` sets it."""
-    chunk_points: int = 4096
+    chunk_points: int = 2048
     """Points (summed over batch rows) evaluated at once inside ``decode``; bounds memory to about
     ``chunk_points * 12 kB``; results do not depend on it."""
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
