@@ -307,3 +307,29 @@ def test_bad_inputs_raise_clear_errors(default, img_feat, camera, hands, points)
         default.encode_features(img_feat[:, :16], camera)
     with pytest.raises(ValueError, match=r"chunk_points: expected a positive int"):
         InitOccConfig(chunk_points=0)
+
+
+def test_training_forward_backward_matches_inference(golden):
+    from im2hands.models.encoder import ImageEncoderConfig
+
+    torch.manual_seed(0)
+    model = InitOcc(InitOccConfig(image_encoder=ImageEncoderConfig(depth=18), chunk_points=300)).train()
+    for mod in model.modules():   # dropout off so that the two passes compute the same function
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    image = torch.from_numpy(golden.inputs["image"])
+    camera = golden_camera(golden, CPU)
+    hands = {s: golden_hand(golden, s, CPU) for s in SIDES}
+    pts = {s: torch.from_numpy(golden.inputs[f"p_{s}"])[:, :500] for s in SIDES}
+    left, right = model(image, camera, hands["left"], hands["right"], pts["left"], pts["right"])
+    # the hard max routes the occupancy gradient to one part per point; the logit term reaches every part
+    loss = ((left.occupancy - 1) ** 2).mean() + (right.occupancy ** 2).mean() + 1e-3 * left.part_logits.square().mean()
+    loss.backward()
+    for name in ("left_decoder.lin7_2.weight", "right_decoder.lin0_0.weight", "img_ex_left.attn.fc.weight",
+                 "right_pt_embeddings.0.weight", "image_final_layer.weight", "image_encoder.resnet.conv1.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    with torch.no_grad():
+        enc = model.encode(image, camera)
+        again = model.decode(enc, hands["left"], pts["left"], "left")
+    torch.testing.assert_close(again.part_logits, left.part_logits.detach(), atol=1e-5, rtol=0)

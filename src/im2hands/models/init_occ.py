@@ -405,20 +405,27 @@ class InitOcc(nn.Module):
         z_ref = None
         step = max(1, self.config.chunk_points // max(b, 1))
         workspace = Workspace(points.device)
-        logits = []
+        keep_graph = torch.is_grad_enabled()
+        logits: list[Tensor] = []
+        # without autograd, write each chunk into preallocated outputs (no concatenation copy)
+        part_logits = points.new_empty((b, 0 if keep_graph else n, NUM_BONES), dtype=torch.float32)
+        occupancy = points.new_empty((b, 0 if keep_graph else n), dtype=torch.float32)
         for start in range(0, n, step):
             sl = slice(start, min(n, start + step))
             cam = query_to_camera(points[:, sl], frame_hand, frame_side, encoding.camera)
             if z_ref is None:
                 z_ref = self._z_ref(cam, hand, side, encoding.camera)
             feat = img_ex.attend(ctx, self._tokens(cam, z_ref, side))
-            logits.append(decoder(points_dec[:, sl], feat, code, official=self.config.official_quirks, weights=weights,
-                                  workspace=workspace))
-        if logits:
+            chunk = decoder(points_dec[:, sl], feat, code, official=self.config.official_quirks, weights=weights,
+                            workspace=workspace)
+            if keep_graph:
+                logits.append(chunk)
+            else:
+                part_logits[:, sl] = chunk
+                occupancy[:, sl] = torch.sigmoid(chunk).amax(dim=-1)
+        if keep_graph and logits:
             part_logits = torch.cat(logits, dim=1)
-        else:
-            part_logits = points.new_zeros((b, 0, NUM_BONES), dtype=torch.float32)
-        occupancy = torch.sigmoid(part_logits).amax(dim=-1)
+            occupancy = torch.sigmoid(part_logits).amax(dim=-1)
         return InitOccOutput(occupancy=occupancy, part_logits=part_logits)
 
     def bone_coords(self, hand: HandInputs, points: Tensor) -> Tensor:
