@@ -14,10 +14,15 @@ import os
 import resource
 import time
 
-import torch
+# Threads that wait at the end of a parallel op sleep instead of spinning. On a shared machine a spinning
+# thread burns the time slice its partner needs (measured here: 4x lower throughput with 2 threads under
+# load); on idle cores it makes no measurable difference. Set OMP_WAIT_POLICY=ACTIVE to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from im2hands.models.init_occ import Camera, HandInputs, InitOcc, InitOccConfig
-from tests.models.test_init_occ import reference_part_logits
+import torch  # noqa: E402
+
+from im2hands.models.init_occ import Camera, HandInputs, InitOcc, InitOccConfig  # noqa: E402
+from tests.models.test_init_occ import reference_part_logits  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -33,8 +38,9 @@ def tmin_wall_cpu(fn, reps: int) -> tuple[float, float]:
     """(minimum wall-clock seconds, minimum process CPU seconds) of `fn` over `reps` runs.
 
     On a shared machine the wall clock measures the share of the cores this process got; the CPU time
-    (summed over threads, spin-waits included) measures the work, so ``points / cpu_s * threads`` is a
-    conservative estimate of the throughput on otherwise idle cores.
+    (summed over threads) measures the work, so ``points / cpu_s * threads`` estimates the throughput on
+    otherwise idle cores (exact if all the work is spread over the threads; serial parts make it
+    optimistic, spin-waits pessimistic). With one thread it is simply the single-core throughput.
     """
     wall = cpu = float("inf")
     for _ in range(reps):
@@ -83,7 +89,8 @@ def main() -> None:
     image = torch.randn(1, 3, 256, 256, generator=g)
     pts = {s: 0.55 * (2 * torch.rand(1, args.points, 3, generator=g) - 1) for s in hands}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, points/hand {args.points}, "
-          f"chunk {args.chunk}, load average {os.getloadavg()[0]:.1f}")
+          f"chunk {args.chunk}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+          f"load average {os.getloadavg()[0]:.1f}")
 
     for official in (False, True):
         model = InitOcc(InitOccConfig(official_quirks=official, chunk_points=args.chunk)).eval()
