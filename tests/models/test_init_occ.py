@@ -333,3 +333,21 @@ def test_training_forward_backward_matches_inference(golden):
         enc = model.encode(image, camera)
         again = model.decode(enc, hands["left"], pts["left"], "left")
     torch.testing.assert_close(again.part_logits, left.part_logits.detach(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_hand_inputs_from_canonical_and_camera_convention(golden, side):
+    from im2hands.hand.canonical import canonicalise, query_to_points
+    from im2hands.models.init_occ import query_to_camera
+
+    joints = torch.from_numpy(golden.inputs[f"joints_world_{side}"])
+    hand = HandInputs.from_canonical(canonicalise(joints, side), side)
+    ref = golden_hand(golden, side, CPU)
+    torch.testing.assert_close(hand.unpose, ref.unpose, atol=1e-12, rtol=0)
+    torch.testing.assert_close(hand.root_xyz, ref.root_xyz, atol=1e-7, rtol=0)   # stored x-mirrored if left
+    # the model's query -> camera map agrees with hand.canonical's query -> world map
+    cam = golden_camera(golden, CPU)
+    p = torch.from_numpy(golden.inputs[f"p_{side}"])[:, :64]
+    world = query_to_points(p.double(), joints[:, 0], ref.root_rot_mat.double(), side)
+    expected = world @ cam.R.double().transpose(1, 2) + cam.T.double().unsqueeze(1)
+    torch.testing.assert_close(query_to_camera(p, ref, side, cam).double(), expected, atol=2e-6, rtol=0)

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from im2hands._checks import check_finite, check_shape, check_tensor
+from im2hands.hand.canonical import Canonical
 from im2hands.models.attention import GridContext, ImageAttention
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
 from im2hands.models.part_decoder import (
@@ -150,6 +151,23 @@ class HandInputs:
     @property
     def batch_size(self) -> int:
         return self.unpose.shape[0]
+
+    @classmethod
+    def from_canonical(cls, canon: Canonical, side: Side, *, root_world: Tensor | None = None) -> HandInputs:
+        """Build from :func:`im2hands.hand.canonical.canonicalise` output.
+
+        Args:
+            canon: the hand's canonicalisation (B hands of one side).
+            side: "left" or "right", as given to ``canonicalise``.
+            root_world: (B, 3) the hand's root in world metres, true (un-mirrored) axes; default the wrist of
+                the keypoints (``canon.wrist``). Officially it is the ground-truth MANO root.
+        """
+        _check_side(side)
+        root = canon.wrist if root_world is None else root_world
+        check_shape(root, "B 3", "root_world")
+        stored = root.float() * _mirror(side, root.float())
+        return cls(unpose=canon.unpose, bone_lengths=canon.bone_lengths, root_rot_mat=canon.root_rot_mat,
+                   root_xyz=stored)
 
 
 @dataclass(frozen=True)
