@@ -13,6 +13,14 @@ Pipeline per image (``encode``, once) and per hand and query batch (``decode``, 
         --PartDecoder(p / 0.4, feature, unpose, bone lengths)--> 16 part logits
         --max over parts of sigmoid--> occupancy (B,N)
 
+Usage::
+
+    model = InitOcc(InitOccConfig(official_quirks=True)).eval()      # + load_state_dict(official weights)
+    hand = HandInputs.from_canonical(canonicalise(joints_right, "right"), "right")
+    with torch.no_grad():
+        enc = model.encode(image, Camera(R=cam_R, T=cam_T))             # once per image
+        occ = model.decode(enc, hand, points_query, "right").occupancy   # (B, N), any number of calls
+
 Frames and units of the inputs (see :class:`HandInputs`, :class:`Camera`):
 
 - *query frame* of a hand: the canonical frame of ``hand.canonical`` scaled so that ``0.4 * p`` is in metres,
@@ -422,8 +430,8 @@ class InitOcc(nn.Module):
         img_ex = self.img_ex(side)
         z_ref = None
         step = max(1, self.config.chunk_points // max(b, 1))
-        workspace = Workspace(points.device)
         keep_graph = torch.is_grad_enabled()
+        workspace = None if keep_graph else Workspace(points.device)   # buffers do not support autograd
         logits: list[Tensor] = []
         # without autograd, write each chunk into preallocated outputs (no concatenation copy)
         part_logits = points.new_empty((b, 0 if keep_graph else n, NUM_BONES), dtype=torch.float32)
