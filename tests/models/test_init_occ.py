@@ -254,8 +254,8 @@ def test_batched_decoder_gradients_equal_per_bone_loop():
         dec.zero_grad()
         q.grad = f.grad = None
         (fn() * w).sum().backward()
-        grads.append([q.grad.clone(), f.grad.clone(), dec.lin3_1.weight.grad.clone(), dec.global_proj5.weight.grad.clone(),
-                      dec.bone_encoder.linear1.weight.grad.clone(), dec.lin15_2.weight.grad.clone()])
+        params = (dec.lin3_1.weight, dec.global_proj5.weight, dec.bone_encoder.linear1.weight, dec.lin15_2.weight)
+        grads.append([q.grad.clone(), f.grad.clone()] + [p.grad.clone() for p in params])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
