@@ -351,3 +351,26 @@ def test_hand_inputs_from_canonical_and_camera_convention(golden, side):
     world = query_to_points(p.double(), joints[:, 0], ref.root_rot_mat.double(), side)
     expected = world @ cam.R.double().transpose(1, 2) + cam.T.double().unsqueeze(1)
     torch.testing.assert_close(query_to_camera(p, ref, side, cam).double(), expected, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("official_mode", [True, False])
+def test_golden_decoder_in_isolation(golden, side, official_mode):
+    """The part decoder alone, fed the golden image features: logits, latents, projections, bone coords."""
+    from im2hands.golden.image_encoder import sub_state_dict
+    from im2hands.models.part_decoder import bone_coords
+
+    dec = PartDecoder().eval()
+    dec.load_state_dict(sub_state_dict(golden.state_dict("init_occ"), f"{side}_decoder."))
+    g, hand = golden["init_occ"], golden_hand(golden, side, CPU)
+    q = torch.from_numpy(golden.inputs[f"p_{side}"]) / 0.4
+    with torch.no_grad():
+        code = dec.hand_code(hand.unpose, hand.bone_lengths)
+        logits = dec(q, torch.from_numpy(g[f"local_img_feat_{side}"]), code, official=official_mode)
+        coords = bone_coords(q, hand.unpose, official=official_mode)
+    np.testing.assert_allclose(logits.numpy(), g[f"part_logits_{side}"], atol=2e-6, rtol=0)
+    np.testing.assert_allclose(code.bone_latent.numpy(), g[f"bone_latent_{side}"], atol=1e-7, rtol=0)
+    np.testing.assert_allclose(code.global_proj.numpy(), g[f"global_proj_{side}"], atol=1e-7, rtol=0)
+    np.testing.assert_allclose(coords.numpy(), g[f"bone_coords_{side}"], atol=1e-12 if official_mode else 2e-6,
+                               rtol=0)
+    assert coords.dtype == (torch.float64 if official_mode else torch.float32)
