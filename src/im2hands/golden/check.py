@@ -18,6 +18,7 @@ import torch
 # Network name -> module whose ``check(golden, device)`` returns list[ArrayResult]. Order = run order.
 CHECKS: dict[str, str] = {
     "canonicalisation": "im2hands.golden.canonicalisation",
+    "image_encoder": "im2hands.golden.image_encoder",
 }
 
 

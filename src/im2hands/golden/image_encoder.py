@@ -1,0 +1,42 @@
+"""Golden check of the image encoder (IntagHand's ResNetSimple with ResNet-50) against ``image_encoder.npz``.
+
+The weights are the golden rule's ``image_encoder.*`` entries (identical in all three official models); the
+input is ``inputs.npz`` ``image``. Tolerance (golden README §6): encoder maps atol 5e-6.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from im2hands.golden.check import ArrayResult, Golden, compare
+
+NETWORK = "image_encoder"
+ATOL = 5e-6
+
+
+def sub_state_dict(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Entries of `state` under ``prefix`` (e.g. ``"image_encoder."``), with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def golden_encoder(golden: Golden, device: torch.device):
+    """The official ResNet-50 encoder with the golden rule weights, in eval mode on `device`."""
+    from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
+
+    enc = ImageEncoder(ImageEncoderConfig(depth=50))
+    enc.load_state_dict(sub_state_dict(golden.state_dict("kpts_ref"), "image_encoder."))
+    return enc.to(device).eval()
+
+
+def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
+    expected = golden["image_encoder"]
+    enc = golden_encoder(golden, device)
+    image = torch.from_numpy(golden.inputs["image"]).to(device)
+    with torch.no_grad():
+        out = enc(image)
+    actual = {"hms": out.hms, "mask": out.mask, "dp": out.dp}
+    for i in range(4):
+        actual[f"img_fmap{i}"] = out.img_fmaps[i]
+        actual[f"hms_fmap{i}"] = out.hms_fmaps[i]
+        actual[f"dp_fmap{i}"] = out.dp_fmaps[i]
+    return [compare(NETWORK, name, actual[name], expected[name], ATOL) for name in expected]

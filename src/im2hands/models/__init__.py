@@ -1,0 +1,1 @@
+"""Networks of Im2Hands: image encoder, attention, occupancy networks, keypoint refinement, checkpoints."""
