@@ -84,7 +84,8 @@ def gather_points(values: Tensor, idx: Tensor) -> Tensor:
     return out.reshape(*idx.shape, values.shape[-1])
 
 
-def furthest_point_sample(xyz: Tensor, n_samples: int, *, skip_sq_norm: float = FPS_SKIP_SQ_NORM) -> Tensor:
+def furthest_point_sample(xyz: Tensor, n_samples: int, *,
+                          skip_sq_norm: float | None = FPS_SKIP_SQ_NORM) -> Tensor:
     """Furthest point sampling with the semantics of the official ``pointnet2_ops`` CUDA kernel.
 
     Index 0 is always taken first. Each further step takes the point with the largest running minimum
@@ -98,7 +99,8 @@ def furthest_point_sample(xyz: Tensor, n_samples: int, *, skip_sq_norm: float = 
     Args:
         xyz: (B, N, 3) float32 positions (centred frame: the skip ball is around the origin).
         n_samples: number of indices to draw (may exceed N: points repeat as in the kernel).
-        skip_sq_norm: squared-norm threshold of the skip rule, in the units of `xyz` squared.
+        skip_sq_norm: squared-norm threshold of the skip rule, in the units of `xyz` squared; None
+            disables the rule (a plain FPS starting at index 0).
     Returns:
         (B, n_samples) int64 indices into N.
     """
@@ -109,7 +111,7 @@ def furthest_point_sample(xyz: Tensor, n_samples: int, *, skip_sq_norm: float = 
     with torch.no_grad():
         x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
         mag = x * x + y * y + z * z
-        skipped = mag <= skip_sq_norm  # (B, N)
+        skipped = mag <= skip_sq_norm if skip_sq_norm is not None else torch.zeros_like(mag, dtype=torch.bool)
         temp = torch.full((b, n), 1e10, dtype=xyz.dtype, device=xyz.device)
         out = torch.zeros((b, n_samples), dtype=torch.long, device=xyz.device)
         rows = torch.arange(b, device=xyz.device)
@@ -239,9 +241,13 @@ class TransformerSetAbstraction(nn.Module):
         self.w_ks2 = nn.Linear(dim, dim, bias=False)
         self.w_vs2 = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, xyz: Tensor, feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """xyz (B, N, 3), feats (B, N, C) -> centres (B, S, 3), features (B, S, C), FPS indices (B, S)."""
-        fps_idx = furthest_point_sample(xyz, self.npoint)
+    def forward(self, xyz: Tensor, feats: Tensor, *, fps_skip_sq_norm: float | None = FPS_SKIP_SQ_NORM
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """xyz (B, N, 3), feats (B, N, C) -> centres (B, S, 3), features (B, S, C), FPS indices (B, S).
+
+        `fps_skip_sq_norm`: the FPS skip rule's threshold (None: no skip), see :func:`furthest_point_sample`.
+        """
+        fps_idx = furthest_point_sample(xyz, self.npoint, skip_sq_norm=fps_skip_sq_norm)
         new_xyz = gather_points(xyz, fps_idx)
         idx = knn_indices(new_xyz, xyz, self.nneigh)  # (B, S, K)
         pos = self.fc_delta1(gather_points(xyz, idx) - new_xyz[:, :, None])
@@ -262,8 +268,9 @@ class TransitionDown(nn.Module):
         super().__init__()
         self.sa = TransformerSetAbstraction(npoint, nneigh, dim)
 
-    def forward(self, xyz: Tensor, feats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return self.sa(xyz, feats)
+    def forward(self, xyz: Tensor, feats: Tensor, *, fps_skip_sq_norm: float | None = FPS_SKIP_SQ_NORM
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        return self.sa(xyz, feats, fps_skip_sq_norm=fps_skip_sq_norm)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -320,12 +327,14 @@ class PointTransformerEncoder(nn.Module):
             TransformerBlock(d_transformer, 2 * nneighbor, group_all=True) for _ in range(nfinal_transformers))
         self.final_elementwise = nn.ModuleList(ElementwiseMLP(d_transformer) for _ in range(nfinal_transformers))
 
-    def forward(self, xyz: Tensor, feats: Tensor) -> PointEncoding:
+    def forward(self, xyz: Tensor, feats: Tensor, *,
+                fps_skip_sq_norm: float | None = FPS_SKIP_SQ_NORM) -> PointEncoding:
         """Encode one hand's anchors.
 
         Args:
             xyz: (B, A, 3) anchor positions, metres, centred flipped camera frame (A = 512 officially).
             feats: (B, A, d_feat_in) per-anchor input features (32 sampled image channels + hand one-hot).
+            fps_skip_sq_norm: FPS skip-rule threshold, m² (official 1e-3; None disables the rule).
         Returns:
             :class:`PointEncoding`.
         """
@@ -338,7 +347,7 @@ class PointTransformerEncoder(nn.Module):
         x = self.transformer_begin(xyz, self.enc_sdf(feats))
         fps = []
         for i, down in enumerate(self.transition_downs):
-            xyz, x, idx = down(xyz, x)
+            xyz, x, idx = down(xyz, x, fps_skip_sq_norm=fps_skip_sq_norm)
             fps.append(idx)
             x = self.elementwise_extras[i](x)
             x = self.transformer_downs[i](xyz, x)
