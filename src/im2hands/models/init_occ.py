@@ -1,0 +1,421 @@
+"""InitOcc: the initial per-hand occupancy network of Im2Hands (official ``ArticulatedHandNetInitOcc``).
+
+Pipeline per image (``encode``, once) and per hand and query batch (``decode``, any number of times)::
+
+    image (B,3,256,256) --ImageEncoder--> hms_fmaps[-1] ‖ dp_fmaps[-1] (256@64²)
+        --image_final_layer (1x1, 256->32)--> img_feat (B,32,64,64)
+        --img_ex_{left,right}.prepare--> 16 grid tokens + their attention keys/values per hand
+
+    query points p (B,N,3), hand's query frame (0.4·p = metres)
+        --(0.4p, 1) @ root_rot_mat, + root_xyz, mirror x if left, @ Rᵀ + T--> camera coords (metres)
+        --z minus a reference z--> [x, y, z_rel] ‖ pt_embeddings(x, y, z_rel) = 19-dim query token
+        --img_ex attention over [token, 16 grid tokens]--> 19-dim local image feature
+        --PartDecoder(p / 0.4, feature, unpose, bone lengths)--> 16 part logits
+        --max over parts of sigmoid--> occupancy (B,N)
+
+Frames and units of the inputs (see :class:`HandInputs`, :class:`Camera`):
+
+- *query frame* of a hand: the canonical frame of ``hand.canonical`` scaled so that ``0.4 * p`` is in metres,
+  root (wrist) at the origin. For the **left** hand it is the frame of the x-mirrored world: the left hand
+  is processed as a right hand.
+- *world*: metres. ``root_xyz`` is the wrist in world metres, **stored x-mirrored for the left hand** (as
+  the official meta files store it); the left hand's points are mirrored back to true world axes after the
+  root is added.
+- *camera*: OpenCV, metres, ``x_cam = R x_world + T``.
+
+Official mode (``InitOccConfig.official=True``) reproduces the official forward, including its quirks; the
+default mode fixes them. Each quirk and its fix is listed in ``docs/OFFICIAL_QUIRKS.md`` (section InitOcc):
+
+1. The token's z is relative to the camera z of **query 0 of each batch row** (official), so a point's
+   occupancy depends on which point comes first. Default: relative to the camera z of the hand's root
+   (the wrist), so outputs do not depend on point order or chunking.
+2. Bone-frame coordinates are a float64 product of float32 operands rounded to float32 (official);
+   default: float32 throughout, with the bone transform folded into the first layer.
+3. ``pen=True``: the official code gives this hand's decoder the *other* hand's points ``p_other / 0.4``
+   in the other hand's query frame. Default: the points are first mapped into this hand's query frame, so
+   the result is this hand's occupancy at those physical points.
+
+Chunking: ``decode`` evaluates at most ``InitOccConfig.chunk_points`` points (all rows together) at a time
+to bound memory. The reference z of official mode is taken from the query 0 of the **points passed to
+decode**, so internal chunking never changes a result in either mode; a caller that splits its points into
+several ``decode`` calls (as official MISE does with its 1,000,000-point batches) changes official-mode
+results exactly as the official code would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from im2hands._checks import check_finite, check_shape, check_tensor
+from im2hands.models.attention import GridContext, ImageAttention
+from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
+from im2hands.models.part_decoder import NUM_BONES, QUERY_SCALE, PartDecoder, StackedWeights, bone_coords
+
+Side = Literal["left", "right"]
+SIDES: tuple[Side, Side] = ("left", "right")
+
+IMG_FEAT_DIM = 32
+"""Channels of the map the query attention reads (``image_final_layer`` output)."""
+TOKEN_DIM = 19
+"""Query token: 3 camera coordinates + 16 point-embedding channels."""
+
+
+@dataclass(frozen=True)
+class InitOccConfig:
+    """Initial occupancy network: image encoder, query-image attention and 16 part-MLPs per hand."""
+
+    official: bool = False
+    """Reproduce the official forward exactly, quirks included (needed to match official checkpoints'
+    numbers); False fixes the quirks (see the module docstring and ``docs/OFFICIAL_QUIRKS.md``)."""
+    chunk_points: int = 4096
+    """Points (summed over batch rows) evaluated at once inside ``decode``; bounds memory to about
+    ``chunk_points * 12 kB``; results do not depend on it."""
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    """Backbone of the image encoder (official: ResNet-50)."""
+
+    def __post_init__(self):
+        if not isinstance(self.chunk_points, int) or self.chunk_points < 1:
+            raise ValueError(f"chunk_points: expected a positive int, got {self.chunk_points!r}")
+
+
+@dataclass(frozen=True)
+class Camera:
+    """World-to-camera extrinsics (OpenCV camera: x right, y down, z forward)."""
+
+    R: Tensor
+    """(B, 3, 3) rotation, ``x_cam = R x_world + T``."""
+    T: Tensor
+    """(B, 3) translation, metres."""
+
+    def __post_init__(self):
+        b = check_shape(self.R, "B 3 3", "camera.R")["B"]
+        bt = check_shape(self.T, "B 3", "camera.T")["B"]
+        if b != bt:
+            raise ValueError(f"camera.R and camera.T: mismatched batch size ({b} vs {bt})")
+        check_finite(self.R, "camera.R")
+        check_finite(self.T, "camera.T")
+
+    @property
+    def batch_size(self) -> int:
+        return self.R.shape[0]
+
+
+@dataclass(frozen=True)
+class HandInputs:
+    """One hand's canonicalisation, as the official model receives it (``hand.canonical`` computes it).
+
+    All four tensors come from the same keypoints; for the left hand they describe the x-mirrored hand.
+    """
+
+    unpose: Tensor
+    """(B, 16, 4, 4) per-bone unposing transforms (official ``inputs[side]``, float64 officially) mapping a
+    point ``p / 0.4`` of the query frame to the bone's canonical frame, in the same units. Bone order:
+    palm, index1-3, middle1-3, pinky1-3, ring1-3, thumb1-3."""
+    bone_lengths: Tensor
+    """(B, 16) bone lengths in metres, same bone order."""
+    root_rot_mat: Tensor
+    """(B, 4, 4) rotation of the query frame: the row vector ``[0.4 p, 1] @ root_rot_mat`` is the point
+    relative to the root in (mirrored, for the left hand) world axes, metres."""
+    root_xyz: Tensor
+    """(B, 3) the hand's root (wrist) in world metres; **x-mirrored for the left hand** (official storage)."""
+
+    def __post_init__(self):
+        b = check_shape(self.unpose, "B 16 4 4", "hand.unpose")["B"]
+        for name, spec in (("bone_lengths", "B 16"), ("root_rot_mat", "B 4 4"), ("root_xyz", "B 3")):
+            t = getattr(self, name)
+            bb = check_shape(t, spec, f"hand.{name}")["B"]
+            if bb != b:
+                raise ValueError(f"hand.{name} and hand.unpose: mismatched batch size ({bb} vs {b})")
+        for name in ("unpose", "bone_lengths", "root_rot_mat", "root_xyz"):
+            check_finite(getattr(self, name), f"hand.{name}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.unpose.shape[0]
+
+
+@dataclass(frozen=True)
+class InitOccEncoding:
+    """Everything ``decode`` needs from one batch of images; compute once with :meth:`InitOcc.encode`."""
+
+    img_feat: Tensor
+    """(B, 32, 64, 64) ``image_final_layer(cat(hms_fmaps[-1], dp_fmaps[-1]))``."""
+    grid_left: GridContext
+    """Left hand's ``img_ex_left`` grid tokens (B, 16, 32) and their attention keys/values."""
+    grid_right: GridContext
+    """Right hand's ``img_ex_right`` grid tokens and keys/values."""
+    camera: Camera
+    """The images' camera extrinsics."""
+
+    def grid(self, side: Side) -> GridContext:
+        return self.grid_left if side == "left" else self.grid_right
+
+    @property
+    def batch_size(self) -> int:
+        return self.img_feat.shape[0]
+
+
+@dataclass(frozen=True)
+class InitOccOutput:
+    """Initial occupancy of one hand at a batch of query points."""
+
+    occupancy: Tensor
+    """(B, N) occupancy probability = max over the 16 parts of sigmoid(part logit)."""
+    part_logits: Tensor
+    """(B, N, 16) per-part logits (before the sigmoid), bone order as ``HandInputs.unpose``."""
+
+
+def _check_side(side: object, name: str = "side") -> Side:
+    if side not in SIDES:
+        raise ValueError(f"{name}: expected 'left' or 'right', got {side!r}")
+    return side  # type: ignore[return-value]
+
+
+def _other(side: Side) -> Side:
+    return "right" if side == "left" else "left"
+
+
+def _mirror(side: Side, ref: Tensor) -> Tensor:
+    """(3,) factors that take the side's (mirrored) world to true world axes and back."""
+    sx = -1.0 if side == "left" else 1.0
+    return torch.tensor([sx, 1.0, 1.0], dtype=ref.dtype, device=ref.device)
+
+
+def query_to_camera(points: Tensor, hand: HandInputs, side: Side, camera: Camera) -> Tensor:
+    """Query-frame points -> camera frame, in the official order of operations (float32).
+
+    ``[0.4 p, 1] @ root_rot_mat`` -> ``+ root_xyz`` -> mirror x if left -> ``@ Rᵀ + T``.
+
+    Args:
+        points: (B, N, 3) points in `side`'s query frame (0.4·p = metres).
+        hand: that hand's inputs (root_rot_mat, root_xyz are used).
+    Returns:
+        (B, N, 3) camera coordinates, metres.
+    """
+    x = points.float() * QUERY_SCALE
+    x = torch.bmm(F.pad(x, (0, 1), value=1.0), hand.root_rot_mat.float())[:, :, :3]
+    x = x + hand.root_xyz.float().unsqueeze(1)
+    if side == "left":
+        x = x * _mirror(side, x)
+    return torch.bmm(x, camera.R.float().transpose(1, 2)) + camera.T.float().unsqueeze(1)
+
+
+def root_camera_z(hand: HandInputs, side: Side, camera: Camera) -> Tensor:
+    """(B,) camera z of the hand's root (wrist), metres: the default reference for the token's z."""
+    root = hand.root_xyz.float() * _mirror(side, hand.root_xyz.float())
+    return (torch.bmm(root.unsqueeze(1), camera.R.float().transpose(1, 2)) + camera.T.float().unsqueeze(1))[:, 0, 2]
+
+
+def transfer_query_points(points: Tensor, src: HandInputs, src_side: Side, dst: HandInputs,
+                          dst_side: Side) -> Tensor:
+    """Map points from one hand's query frame to the other's (through true world axes).
+
+    Args:
+        points: (B, N, 3) points in `src_side`'s query frame.
+    Returns:
+        (B, N, 3) the same physical points in `dst_side`'s query frame.
+    """
+    x = points.float() * QUERY_SCALE
+    rot_src = src.root_rot_mat.float()
+    x = torch.bmm(F.pad(x, (0, 1), value=1.0), rot_src)[:, :, :3] + src.root_xyz.float().unsqueeze(1)
+    x = x * _mirror(src_side, x) * _mirror(dst_side, x)        # src mirrored world -> dst mirrored world
+    rot_dst = dst.root_rot_mat.float()
+    rel = x - dst.root_xyz.float().unsqueeze(1) - rot_dst[:, 3:, :3]
+    return torch.bmm(rel, torch.linalg.inv(rot_dst[:, :3, :3])) / QUERY_SCALE
+
+
+class InitOcc(nn.Module):
+    """The initial occupancy network with the official module and parameter names.
+
+    ``state_dict`` keys are exactly those of the official ``ArticulatedHandNetInitOcc`` (848 entries:
+    ``image_encoder.*``, ``image_final_layer``, ``{left,right}_pt_embeddings``, ``img_ex_{left,right}``,
+    ``{left,right}_decoder`` with ``global_proj{b}``, ``bone_encoder`` and ``lin{b}_{i}``), so an official
+    checkpoint's ``model`` dict loads with ``load_state_dict``.
+    """
+
+    def __init__(self, config: InitOccConfig | None = None):
+        super().__init__()
+        self.config = config = config or InitOccConfig()
+        self.image_encoder = ImageEncoder(config.image_encoder)
+        self.image_final_layer = nn.Conv2d(2 * config.image_encoder.fmap_dim, IMG_FEAT_DIM, 1)
+        self.left_pt_embeddings = self._pt_embeddings()
+        self.right_pt_embeddings = self._pt_embeddings()
+        self.img_ex_left = self._img_ex()
+        self.img_ex_right = self._img_ex()
+        self.left_decoder = PartDecoder()
+        self.right_decoder = PartDecoder()
+
+    @staticmethod
+    def _pt_embeddings() -> nn.Sequential:
+        return nn.Sequential(nn.Conv1d(3, 32, 1), nn.ReLU(), nn.Dropout(0.01), nn.Conv1d(32, TOKEN_DIM - 3, 1))
+
+    @staticmethod
+    def _img_ex() -> ImageAttention:
+        return ImageAttention(img_size=64, img_dim=IMG_FEAT_DIM, grid_size=4, grid_dim=32, query_dim=TOKEN_DIM,
+                              n_heads=2, dropout=0.01)
+
+    def pt_embeddings(self, side: Side) -> nn.Sequential:
+        return self.left_pt_embeddings if side == "left" else self.right_pt_embeddings
+
+    def img_ex(self, side: Side) -> ImageAttention:
+        return self.img_ex_left if side == "left" else self.img_ex_right
+
+    def decoder(self, side: Side) -> PartDecoder:
+        return self.left_decoder if side == "left" else self.right_decoder
+
+    # ------------------------------------------------------------------ encode
+    def image_features(self, image: Tensor) -> Tensor:
+        """(B, 3, 256, 256) normalised RGB -> (B, 32, 64, 64) ``img_feat``."""
+        feats = self.image_encoder(image)
+        return self.image_final_layer(torch.cat([feats.hms_fmaps[-1], feats.dp_fmaps[-1]], dim=1))
+
+    def encode(self, image: Tensor, camera: Camera) -> InitOccEncoding:
+        """Run the image side once per image.
+
+        Args:
+            image: (B, 3, 256, 256) RGB normalised with the ImageNet mean/std.
+            camera: the images' extrinsics (batch size B).
+        """
+        check_tensor(image, "image")
+        b = check_shape(image, "B 3 H W", "image")["B"]
+        if not isinstance(camera, Camera):
+            raise TypeError(f"camera: expected a Camera, got {type(camera).__name__}")
+        if camera.batch_size != b:
+            raise ValueError(f"image and camera: mismatched batch size ({b} vs {camera.batch_size})")
+        return self.encode_features(self.image_features(image), camera)
+
+    def encode_features(self, img_feat: Tensor, camera: Camera) -> InitOccEncoding:
+        """Like :meth:`encode` from an already computed (B, 32, 64, 64) ``img_feat``."""
+        b = check_shape(img_feat, f"B {IMG_FEAT_DIM} 64 64", "img_feat")["B"]
+        if camera.batch_size != b:
+            raise ValueError(f"img_feat and camera: mismatched batch size ({b} vs {camera.batch_size})")
+        return InitOccEncoding(img_feat=img_feat, grid_left=self.img_ex_left.prepare(img_feat),
+                               grid_right=self.img_ex_right.prepare(img_feat), camera=camera)
+
+    # ------------------------------------------------------------------ decode
+    def _check_decode_args(self, encoding, hand, points, side, pen, other) -> tuple[int, int]:
+        if not isinstance(encoding, InitOccEncoding):
+            raise TypeError(f"encoding: expected an InitOccEncoding, got {type(encoding).__name__}")
+        if not isinstance(hand, HandInputs):
+            raise TypeError(f"hand: expected a HandInputs, got {type(hand).__name__}")
+        _check_side(side)
+        check_tensor(points, "points")
+        sizes = check_shape(points, "B N 3", "points")
+        if not points.dtype.is_floating_point:
+            raise TypeError(f"points: expected a float tensor, got {points.dtype}")
+        check_finite(points, "points")
+        b = sizes["B"]
+        if hand.batch_size != b:
+            raise ValueError(f"points and hand: mismatched batch size ({b} vs {hand.batch_size})")
+        if encoding.batch_size != b:
+            raise ValueError(f"points and encoding: mismatched batch size ({b} vs {encoding.batch_size})")
+        if pen:
+            if not isinstance(other, HandInputs):
+                raise TypeError("other: pen=True needs the other hand's HandInputs, got "
+                                f"{type(other).__name__}")
+            if other.batch_size != b:
+                raise ValueError(f"points and other: mismatched batch size ({b} vs {other.batch_size})")
+        elif other is not None:
+            raise ValueError("other: only used with pen=True; pass other=None or set pen=True")
+        return b, sizes["N"]
+
+    def _frames(self, hand, points, side, pen, other) -> tuple[HandInputs, Side, Tensor]:
+        """(hand whose frame `points` are in, its side, decoder points p/0.4 in this hand's frame)."""
+        if not pen:
+            return hand, side, points.float() / QUERY_SCALE
+        src_side = _other(side)
+        if self.config.official:
+            return other, src_side, points.float() / QUERY_SCALE
+        local = transfer_query_points(points, other, src_side, hand, side)
+        return other, src_side, local / QUERY_SCALE
+
+    def query_tokens(self, encoding: InitOccEncoding, hand: HandInputs, points: Tensor, side: Side, *,
+                     pen: bool = False, other: HandInputs | None = None) -> Tensor:
+        """The 19-dim query tokens ``[x, y, z - z_ref, pt_embeddings(x, y, z - z_ref)]`` (camera metres).
+
+        Args and frames as :meth:`decode`. Returns (B, N, 19) float32.
+        """
+        self._check_decode_args(encoding, hand, points, side, pen, other)
+        frame_hand, frame_side, _ = self._frames(hand, points, side, pen, other)
+        cam = query_to_camera(points, frame_hand, frame_side, encoding.camera)
+        z_ref = self._z_ref(cam, hand, side, encoding.camera)
+        return self._tokens(cam, z_ref, side)
+
+    def _z_ref(self, cam: Tensor, hand: HandInputs, side: Side, camera: Camera) -> Tensor:
+        if self.config.official:
+            return cam[:, 0, 2].clone()            # quirk 1: z of query 0 of each row
+        return root_camera_z(hand, side, camera)   # fix: z of this hand's root
+
+    def _tokens(self, cam: Tensor, z_ref: Tensor, side: Side) -> Tensor:
+        rel = torch.cat([cam[..., :2], cam[..., 2:] - z_ref.view(-1, 1, 1)], dim=-1)      # (B, n, 3)
+        emb = self.pt_embeddings(side)
+        h = F.linear(rel, emb[0].weight.squeeze(-1), emb[0].bias)
+        h = emb[2](emb[1](h))
+        h = F.linear(h, emb[3].weight.squeeze(-1), emb[3].bias)
+        return torch.cat([rel, h], dim=-1)
+
+    def local_image_features(self, encoding: InitOccEncoding, hand: HandInputs, points: Tensor, side: Side, *,
+                             pen: bool = False, other: HandInputs | None = None) -> Tensor:
+        """(B, N, 19) ``img_ex`` output per query (the feature concatenated before decoder layer 2)."""
+        tokens = self.query_tokens(encoding, hand, points, side, pen=pen, other=other)
+        return self.img_ex(side).attend(encoding.grid(side), tokens)
+
+    def decode(self, encoding: InitOccEncoding, hand: HandInputs, points: Tensor, side: Side, *,
+               pen: bool = False, other: HandInputs | None = None) -> InitOccOutput:
+        """Occupancy of one hand at query points.
+
+        Args:
+            encoding: from :meth:`encode` for the same B images.
+            hand: this hand's canonicalisation (:class:`HandInputs`).
+            points: (B, N, 3) query points, float; in this hand's query frame (0.4·p = metres, root at the
+                origin, mirrored world for the left hand). With ``pen=True`` they are in the **other**
+                hand's query frame instead.
+            side: which hand ``hand`` is, "left" or "right"; selects that hand's networks.
+            pen: evaluate this hand's network at the other hand's points (the official penetration pass
+                inside ref_occ); needs ``other``.
+            other: the other hand's :class:`HandInputs` (only with ``pen=True``).
+        Returns:
+            :class:`InitOccOutput` with occupancy (B, N) and part logits (B, N, 16), float32.
+        """
+        b, n = self._check_decode_args(encoding, hand, points, side, pen, other)
+        frame_hand, frame_side, points_dec = self._frames(hand, points, side, pen, other)
+        decoder = self.decoder(side)
+        weights = decoder.stacked_weights()
+        code = decoder.hand_code(hand.unpose, hand.bone_lengths, weights)
+        ctx = encoding.grid(side)
+        img_ex = self.img_ex(side)
+        z_ref = None
+        step = max(1, self.config.chunk_points // max(b, 1))
+        logits = []
+        for start in range(0, n, step):
+            sl = slice(start, min(n, start + step))
+            cam = query_to_camera(points[:, sl], frame_hand, frame_side, encoding.camera)
+            if z_ref is None:
+                z_ref = self._z_ref(cam, hand, side, encoding.camera)
+            feat = img_ex.attend(ctx, self._tokens(cam, z_ref, side))
+            logits.append(decoder(points_dec[:, sl], feat, code, official=self.config.official, weights=weights))
+        if logits:
+            part_logits = torch.cat(logits, dim=1)
+        else:
+            part_logits = points.new_zeros((b, 0, NUM_BONES), dtype=torch.float32)
+        occupancy = torch.sigmoid(part_logits).amax(dim=-1)
+        return InitOccOutput(occupancy=occupancy, part_logits=part_logits)
+
+    def bone_coords(self, hand: HandInputs, points: Tensor) -> Tensor:
+        """(B, N, 16, 3) decoder points ``p / 0.4`` in each bone's frame (float64 in official mode)."""
+        check_shape(points, "B N 3", "points")
+        return bone_coords(points.float() / QUERY_SCALE, hand.unpose, official=self.config.official)
+
+    def stacked_weights(self, side: Side) -> StackedWeights:
+        return self.decoder(_check_side(side)).stacked_weights()
+
+    def forward(self, image: Tensor, camera: Camera, left: HandInputs, right: HandInputs, points_left: Tensor,
+                points_right: Tensor) -> tuple[InitOccOutput, InitOccOutput]:
+        """Encode the images and decode both hands (training entry point): (left output, right output)."""
+        enc = self.encode(image, camera)
+        return (self.decode(enc, left, points_left, "left"), self.decode(enc, right, points_right, "right"))

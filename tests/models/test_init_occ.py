@@ -1,0 +1,304 @@
+"""InitOcc: golden arrays, batching/chunking/point-order behaviour, the batched decoder against a per-bone
+loop, state-dict names, and input errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from im2hands.golden.init_occ import check, golden_camera, golden_hand, golden_init_occ
+from im2hands.models.init_occ import (
+    Camera,
+    HandInputs,
+    InitOcc,
+    InitOccConfig,
+    transfer_query_points,
+)
+from im2hands.models.part_decoder import PartDecoder
+from tests.conftest import GOLDEN_DIR
+
+SIDES = ("left", "right")
+CPU = torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- slow reference
+def reference_part_logits(dec: PartDecoder, points_dec, img_feat, unpose, bone_lengths, *, official: bool):
+    """The official decoder's formulation: one point per row, a Python loop over the 16 bones.
+
+    points_dec (B, N, 3) = p / 0.4; img_feat (B, N, 19); unpose (B, 16, 4, 4); bone_lengths (B, 16).
+    Returns (B, N, 16) part logits.
+    """
+    b, n, _ = points_dec.shape
+    q = points_dec.reshape(b * n, 3).float()
+    f = img_feat.reshape(b * n, -1)
+    u = unpose.float().repeat_interleave(n, dim=0)                       # (BN, 16, 4, 4)
+    lengths = bone_lengths.float().repeat_interleave(n, dim=0)           # (BN, 16)
+    qh = torch.cat([q, torch.ones_like(q[:, :1])], 1)[:, None, :, None]  # (BN, 1, 4, 1)
+    if official:
+        xb = torch.matmul(u.double(), qh.double())[:, :, :3, 0]
+    else:
+        xb = torch.matmul(u, qh)[:, :, :3, 0]
+    latent = dec.bone_encoder(lengths)
+    glob = u[:, :, :3, 3].reshape(b * n, 48)
+    out = []
+    for bone in range(16):
+        x = torch.cat([xb[:, bone].float(), lengths[:, bone:bone + 1], latent,
+                       getattr(dec, f"global_proj{bone}")(glob)], 1)
+        for i in range(5):
+            prev = x
+            if i == 2:
+                x = torch.cat([x, f], 1)
+            y = getattr(dec, f"lin{bone}_{i}")(x)
+            if i < 4:
+                if i > 0:
+                    y = y + prev
+                y = F.leaky_relu(y, 0.1)
+            x = y
+        out.append(x[:, 0])
+    return torch.stack(out, -1).reshape(b, n, 16)
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def official(golden):
+    return golden_init_occ(golden, CPU, official=True)
+
+
+@pytest.fixture(scope="module")
+def default(golden, official):
+    model = InitOcc(InitOccConfig(official=False)).eval()
+    model.load_state_dict(official.state_dict())
+    return model
+
+
+@pytest.fixture(scope="module")
+def img_feat(golden):
+    return torch.from_numpy(golden["init_occ"]["img_feat"])
+
+
+@pytest.fixture(scope="module")
+def hands(golden):
+    return {s: golden_hand(golden, s, CPU) for s in SIDES}
+
+
+@pytest.fixture(scope="module")
+def points(golden):
+    return {s: torch.from_numpy(golden.inputs[f"p_{s}"]) for s in SIDES}
+
+
+@pytest.fixture(scope="module")
+def camera(golden):
+    return golden_camera(golden, CPU)
+
+
+# --------------------------------------------------------------------------- golden
+@pytest.fixture(scope="module")
+def golden_results(golden):
+    return {r.name: r for r in check(golden, CPU)}
+
+
+GOLDEN_NAMES = [f"{k}_{s}" for s in SIDES for k in (
+    "occ", "query_token", "local_img_feat", "grid_tokens", "part_logits", "bone_latent", "global_proj",
+    "bone_coords", "pen_init_occ")] + ["img_feat"]
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_golden_array(golden_results, name):
+    r = golden_results[name]
+    assert r.passed, r.line()
+
+
+def test_golden_check_covers_every_array(golden, golden_results):
+    assert set(golden["init_occ"]) <= set(golden_results)
+    assert set(golden_results) == set(GOLDEN_NAMES)
+
+
+# --------------------------------------------------------------------------- batching, subsets, order
+def _perturbed_hand(h: HandInputs, seed: int) -> HandInputs:
+    g = torch.Generator().manual_seed(seed)
+    return HandInputs(unpose=h.unpose + 0.02 * torch.randn(h.unpose.shape, generator=g, dtype=h.unpose.dtype),
+                      bone_lengths=h.bone_lengths * 1.05,
+                      root_rot_mat=h.root_rot_mat, root_xyz=h.root_xyz + 0.01)
+
+
+def _stack_hands(a: HandInputs, b: HandInputs) -> HandInputs:
+    return HandInputs(*(torch.cat([getattr(a, f.name), getattr(b, f.name)]) for f in dataclasses.fields(a)))
+
+
+@pytest.mark.parametrize("model_name", ["official", "default"])
+def test_batch_of_two_equals_per_row_runs(request, model_name, img_feat, camera, hands, points):
+    model = request.getfixturevalue(model_name)
+    side = "right"
+    h0, h1 = hands[side], _perturbed_hand(hands[side], 1)
+    p0 = points[side]
+    p1 = p0.flip(1) * 0.9 + 0.01
+    feat1 = img_feat * 0.8 + 0.05
+    cam1 = Camera(R=camera.R, T=camera.T + torch.tensor([0.01, -0.02, 0.03]))
+    with torch.no_grad():
+        enc2 = model.encode_features(torch.cat([img_feat, feat1]), Camera(torch.cat([camera.R, cam1.R]),
+                                                                           torch.cat([camera.T, cam1.T])))
+        both = model.decode(enc2, _stack_hands(h0, h1), torch.cat([p0, p1]), side)
+        row0 = model.decode(model.encode_features(img_feat, camera), h0, p0, side)
+        row1 = model.decode(model.encode_features(feat1, cam1), h1, p1, side)
+    torch.testing.assert_close(both.part_logits[:1], row0.part_logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(both.part_logits[1:], row1.part_logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(both.occupancy, torch.cat([row0.occupancy, row1.occupancy]), atol=1e-6, rtol=0)
+    assert (row0.part_logits - row1.part_logits).abs().max() > 1e-3  # the second row really differs
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_official_subset_keeping_query0_reproduces_golden(official, golden, img_feat, camera, hands, points,
+                                                          side):
+    g = torch.Generator().manual_seed(7)
+    idx = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(2047, generator=g)[:300]])
+    with torch.no_grad():
+        out = official.decode(official.encode_features(img_feat, camera), hands[side], points[side][:, idx], side)
+    exp = golden["init_occ"]
+    np.testing.assert_allclose(out.part_logits.numpy(), exp[f"part_logits_{side}"][:, idx.numpy()], atol=2e-6, rtol=0)
+    np.testing.assert_allclose(out.occupancy.numpy(), exp[f"occ_{side}"][:, idx.numpy()], atol=2e-6, rtol=0)
+
+
+def test_official_depends_on_query0_default_does_not(official, default, img_feat, camera, hands, points):
+    side = "left"
+    p = points[side]
+    perm = torch.randperm(p.shape[1], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        outs = {}
+        for name, model in (("official", official), ("default", default)):
+            enc = model.encode_features(img_feat, camera)
+            a = model.decode(enc, hands[side], p, side).part_logits
+            b = model.decode(enc, hands[side], p[:, perm], side).part_logits[:, perm.argsort()]
+            outs[name] = (a - b).abs().max().item()
+    assert outs["official"] > 1e-4          # quirk: a different query 0 changes every output
+    assert outs["default"] <= 1e-6          # fix: order does not matter
+
+
+@pytest.mark.parametrize("model_name", ["official", "default"])
+def test_internal_chunking_does_not_change_results(request, model_name, img_feat, camera, hands, points):
+    model = request.getfixturevalue(model_name)
+    small = InitOcc(dataclasses.replace(model.config, chunk_points=97)).eval()
+    small.load_state_dict(model.state_dict())
+    side = "right"
+    with torch.no_grad():
+        a = model.decode(model.encode_features(img_feat, camera), hands[side], points[side], side)
+        b = small.decode(small.encode_features(img_feat, camera), hands[side], points[side], side)
+    torch.testing.assert_close(a.part_logits, b.part_logits, atol=1e-6, rtol=0)
+
+
+def test_default_mode_caller_chunks_equal_one_call(default, img_feat, camera, hands, points):
+    side = "left"
+    with torch.no_grad():
+        enc = default.encode_features(img_feat, camera)
+        whole = default.decode(enc, hands[side], points[side], side).occupancy
+        parts = torch.cat([default.decode(enc, hands[side], c, side).occupancy
+                           for c in points[side].split(500, dim=1)], dim=1)
+    torch.testing.assert_close(parts, whole, atol=1e-6, rtol=0)
+
+
+def test_default_pen_is_occupancy_at_the_same_physical_points(default, img_feat, camera, hands, points):
+    with torch.no_grad():
+        enc = default.encode_features(img_feat, camera)
+        p_right = points["right"][:, :256]
+        pen = default.decode(enc, hands["left"], p_right, "left", pen=True, other=hands["right"])
+        local = transfer_query_points(p_right, hands["right"], "right", hands["left"], "left")
+        plain = default.decode(enc, hands["left"], local, "left")
+        back = transfer_query_points(local, hands["left"], "left", hands["right"], "right")
+    torch.testing.assert_close(back, p_right, atol=2e-6, rtol=0)
+    torch.testing.assert_close(pen.part_logits, plain.part_logits, atol=1e-6, rtol=0)
+
+
+def test_empty_point_set(default, img_feat, camera, hands):
+    with torch.no_grad():
+        out = default.decode(default.encode_features(img_feat, camera), hands["left"], torch.zeros(1, 0, 3), "left")
+    assert out.occupancy.shape == (1, 0) and out.part_logits.shape == (1, 0, 16)
+
+
+# --------------------------------------------------------------------------- batched decoder vs loop
+@pytest.mark.parametrize("official_mode", [True, False])
+@pytest.mark.parametrize("b,n", [(1, 1), (2, 33), (3, 130)])
+def test_batched_decoder_equals_per_bone_loop(official_mode, b, n):
+    torch.manual_seed(b * 1000 + n)
+    dec = PartDecoder().eval()
+    q = torch.randn(b, n, 3)
+    f = torch.randn(b, n, 19)
+    u = torch.eye(4, dtype=torch.float64).repeat(b, 16, 1, 1)
+    u[:, :, :3, :] += 0.3 * torch.randn(b, 16, 3, 4, dtype=torch.float64)
+    lengths = 0.02 + 0.03 * torch.rand(b, 16)
+    with torch.no_grad():
+        fast = dec(q, f, dec.hand_code(u, lengths), official=official_mode)
+        slow = reference_part_logits(dec, q, f, u, lengths, official=official_mode)
+    torch.testing.assert_close(fast, slow, atol=2e-6, rtol=0)
+
+
+def test_batched_decoder_gradients_equal_per_bone_loop():
+    torch.manual_seed(0)
+    dec = PartDecoder()
+    q = torch.randn(2, 17, 3, requires_grad=True)
+    f = torch.randn(2, 17, 19, requires_grad=True)
+    u = torch.eye(4).repeat(2, 16, 1, 1) + 0.2 * F.pad(torch.randn(2, 16, 3, 4), (0, 0, 0, 1))
+    lengths = 0.02 + 0.03 * torch.rand(2, 16)
+    w = torch.randn(2, 17, 16)
+    grads = []
+    for fn in (lambda: dec(q, f, dec.hand_code(u, lengths), official=False),
+               lambda: reference_part_logits(dec, q, f, u, lengths, official=False)):
+        dec.zero_grad()
+        q.grad = f.grad = None
+        (fn() * w).sum().backward()
+        grads.append([q.grad.clone(), f.grad.clone(), dec.lin3_1.weight.grad.clone(), dec.global_proj5.weight.grad.clone(),
+                      dec.bone_encoder.linear1.weight.grad.clone(), dec.lin15_2.weight.grad.clone()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_stacked_weight_cache_follows_parameter_updates():
+    dec = PartDecoder()
+    with torch.no_grad():
+        w1 = dec.stacked_weights()
+        assert dec.stacked_weights() is w1
+        dec.lin4_1.weight.add_(1.0)
+        w2 = dec.stacked_weights()
+    assert w2 is not w1
+    torch.testing.assert_close(w2.w1[4] - w1.w1[4], torch.ones(64, 64))
+
+
+# --------------------------------------------------------------------------- names and errors
+def test_state_dict_keys_and_shapes_equal_official_manifest(default):
+    manifest = json.loads((GOLDEN_DIR / "keys_init_occ.json").read_text())
+    sd = default.state_dict()
+    assert list(sd) == [e["key"] for e in manifest]
+    assert [tuple(v.shape) for v in sd.values()] == [tuple(e["shape"]) for e in manifest]
+
+
+def test_bad_inputs_raise_clear_errors(default, img_feat, camera, hands, points):
+    enc = default.encode_features(img_feat, camera)
+    h, p = hands["left"], points["left"]
+    with pytest.raises(ValueError, match=r"points: expected shape \(B, N, 3\)"):
+        default.decode(enc, h, p[..., :2], "left")
+    bad = p.clone()
+    bad[0, 5, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"points: contains NaN or inf \(first at index \(0, 5, 1\)"):
+        default.decode(enc, h, bad, "left")
+    with pytest.raises(ValueError, match=r"points and hand: mismatched batch size \(2 vs 1\)"):
+        default.decode(enc, h, p.repeat(2, 1, 1), "left")
+    h2 = _stack_hands(h, h)
+    with pytest.raises(ValueError, match=r"points and encoding: mismatched batch size \(2 vs 1\)"):
+        default.decode(enc, h2, p.repeat(2, 1, 1), "left")
+    with pytest.raises(ValueError, match=r"side: expected 'left' or 'right', got 'up'"):
+        default.decode(enc, h, p, "up")
+    with pytest.raises(TypeError, match=r"other: pen=True needs the other hand's HandInputs"):
+        default.decode(enc, h, p, "left", pen=True)
+    with pytest.raises(ValueError, match=r"hand.unpose: expected shape \(B, 16, 4, 4\)"):
+        HandInputs(h.unpose[:, :15], h.bone_lengths, h.root_rot_mat, h.root_xyz)
+    with pytest.raises(ValueError, match=r"hand.bone_lengths and hand.unpose: mismatched batch size"):
+        HandInputs(h.unpose, h.bone_lengths.repeat(2, 1), h.root_rot_mat, h.root_xyz)
+    with pytest.raises(ValueError, match=r"camera.T: expected shape \(B, 3\)"):
+        Camera(camera.R, camera.T[:, :2])
+    with pytest.raises(ValueError, match=r"img_feat: expected shape \(B, 32, 64, 64\)"):
+        default.encode_features(img_feat[:, :16], camera)
+    with pytest.raises(ValueError, match=r"chunk_points: expected a positive int"):
+        InitOccConfig(chunk_points=0)
