@@ -70,6 +70,18 @@ def golden_inputs(golden: Golden, device: torch.device) -> GoldenInputs:
                         points_left=t(inp["p_left"]), points_right=t(inp["p_right"]))
 
 
+def rule_sub_state_dict(golden: Golden, prefix: str) -> dict[str, torch.Tensor]:
+    """The golden rule's ref_occ entries under `prefix` (e.g. ``"trans_enc."``), prefix removed.
+
+    Cheaper than ``golden.state_dict("ref_occ")`` when only a sub-network is needed.
+    """
+    from im2hands.golden.weights import load_keys, rule_tensor
+
+    return {e["key"][len(prefix):]: rule_tensor(e["key"], tuple(e["shape"]), e["dtype"], seed=golden.seed,
+                                                gain=golden.gain)
+            for e in load_keys(golden.folder, "ref_occ") if e["key"].startswith(prefix)}
+
+
 def golden_model(golden: Golden, device: torch.device, *, chunk_points: int = 2048):
     """RefOcc in official mode with the golden rule weights, eval mode, on `device`."""
     from im2hands.models.ref_occ import RefOcc, RefOccConfig
