@@ -51,7 +51,48 @@ def _run_demo(args) -> int:
     return 0
 
 
-COMMANDS = (_add_demo, _add_check_official)
+def _add_convert_official(sub) -> None:
+    p = sub.add_parser(
+        "convert-official",
+        help="convert the authors' released weights into an im2hands checkpoint",
+        usage="im2hands convert-official SRC [SRC ...] DST --model {init_occ,ref_occ,kpts_ref} [options]",
+        description="Read official file(s) (init_occ.pt / ref_occ.pt / model_best.pt style {'model': ...} "
+                    "dicts, IntagHand's DataParallel intaghand_baseline.pth, a HALO baseline decoder), map "
+                    "their names (module.encoder.* -> image_encoder.*, decoder.* -> left_/right_decoder.*), "
+                    "merge them, check the key set and shapes against the target network and write one "
+                    "checkpoint.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="one or more official files, then the checkpoint to write")
+    p.add_argument("--model", required=True, choices=["init_occ", "ref_occ", "kpts_ref"],
+                   help="target network")
+    p.add_argument("--official-quirks", action=argparse.BooleanOptionalAction, default=True,
+                   help="store official_quirks=True in the config (default; needed to run official trained "
+                        "weights as trained); --no-official-quirks for the fixed forward")
+    p.add_argument("--keys-manifest", type=Path, default=None,
+                   help="take the expected keys/shapes from this keys_<model>.json instead of building the "
+                        "network")
+    p.add_argument("--fill-missing", action="store_true",
+                   help="take keys that no source provides from a freshly initialised network (e.g. to start "
+                        "training from the HALO and IntagHand baselines)")
+    p.set_defaults(run=_run_convert_official)
+
+
+def _run_convert_official(args) -> int:
+    from im2hands.models.official import convert_official
+
+    if len(args.paths) < 2:
+        raise ValueError("convert-official: give at least one SRC file and the DST checkpoint")
+    *sources, dst = args.paths
+    summary = convert_official(sources, dst, model=args.model, official_quirks=args.official_quirks,
+                               keys_manifest=args.keys_manifest, fill_missing=args.fill_missing)
+    print(f"wrote {summary.destination}: {summary.model}, {summary.n_keys} entries"
+          f"{f' ({summary.n_filled} freshly initialised)' if summary.n_filled else ''}, "
+          f"official_quirks={summary.config.get('official_quirks')}")
+    return 0
+
+
+COMMANDS = (_add_demo, _add_check_official, _add_convert_official)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from im2hands.models.init_occ import (
     InitOccConfig,
     transfer_query_points,
 )
-from im2hands.models.part_decoder import PartDecoder
+from im2hands.models.part_decoder import PartDecoder, Workspace
 from tests.conftest import GOLDEN_DIR
 
 SIDES = ("left", "right")
@@ -71,7 +71,7 @@ def official(golden):
 
 @pytest.fixture(scope="module")
 def default(golden, official):
-    model = InitOcc(InitOccConfig(official=False)).eval()
+    model = InitOcc(InitOccConfig(official_quirks=False)).eval()
     model.load_state_dict(official.state_dict())
     return model
 
@@ -231,8 +231,13 @@ def test_batched_decoder_equals_per_bone_loop(official_mode, b, n):
     lengths = 0.02 + 0.03 * torch.rand(b, 16)
     with torch.no_grad():
         fast = dec(q, f, dec.hand_code(u, lengths), official=official_mode)
+        ws = Workspace(q.device)
+        buffered = [dec(q[:, :k], f[:, :k], dec.hand_code(u, lengths), official=official_mode, workspace=ws)
+                    for k in (n, max(1, n // 2))]   # reuse the buffers with a second, smaller chunk
         slow = reference_part_logits(dec, q, f, u, lengths, official=official_mode)
     torch.testing.assert_close(fast, slow, atol=2e-6, rtol=0)
+    torch.testing.assert_close(buffered[0], fast, atol=0, rtol=0)
+    torch.testing.assert_close(buffered[1], fast[:, :max(1, n // 2)], atol=1e-6, rtol=0)
 
 
 def test_batched_decoder_gradients_equal_per_bone_loop():

@@ -33,7 +33,7 @@ def golden_init_occ(golden: Golden, device: torch.device, *, official: bool = Tr
     """:class:`InitOcc` (ResNet-50) with the golden rule weights, in eval mode on `device`."""
     from im2hands.models.init_occ import InitOcc, InitOccConfig
 
-    model = InitOcc(InitOccConfig(official=official, chunk_points=chunk_points))
+    model = InitOcc(InitOccConfig(official_quirks=official, chunk_points=chunk_points))
     model.load_state_dict(golden.state_dict("init_occ"))
     return model.to(device).eval()
 

@@ -23,7 +23,7 @@ Frames and units of the inputs (see :class:`HandInputs`, :class:`Camera`):
   root is added.
 - *camera*: OpenCV, metres, ``x_cam = R x_world + T``.
 
-Official mode (``InitOccConfig.official=True``) reproduces the official forward, including its quirks; the
+Official mode (``InitOccConfig.official_quirks=True``) reproduces the official forward, including its quirks; the
 default mode fixes them. Each quirk and its fix is listed in ``docs/OFFICIAL_QUIRKS.md`` (section InitOcc):
 
 1. The token's z is relative to the camera z of **query 0 of each batch row** (official), so a point's
@@ -54,7 +54,14 @@ from torch import Tensor, nn
 from im2hands._checks import check_finite, check_shape, check_tensor
 from im2hands.models.attention import GridContext, ImageAttention
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
-from im2hands.models.part_decoder import NUM_BONES, QUERY_SCALE, PartDecoder, StackedWeights, bone_coords
+from im2hands.models.part_decoder import (
+    NUM_BONES,
+    QUERY_SCALE,
+    PartDecoder,
+    StackedWeights,
+    Workspace,
+    bone_coords,
+)
 
 Side = Literal["left", "right"]
 SIDES: tuple[Side, Side] = ("left", "right")
@@ -69,9 +76,10 @@ TOKEN_DIM = 19
 class InitOccConfig:
     """Initial occupancy network: image encoder, query-image attention and 16 part-MLPs per hand."""
 
-    official: bool = False
+    official_quirks: bool = False
     """Reproduce the official forward exactly, quirks included (needed to match official checkpoints'
-    numbers); False fixes the quirks (see the module docstring and ``docs/OFFICIAL_QUIRKS.md``)."""
+    numbers); False fixes the quirks (see the module docstring and ``docs/OFFICIAL_QUIRKS.md``). The same
+    flag name as the other networks' configs, so ``convert-official`` sets it."""
     chunk_points: int = 4096
     """Points (summed over batch rows) evaluated at once inside ``decode``; bounds memory to about
     ``chunk_points * 12 kB``; results do not depend on it."""
@@ -81,6 +89,11 @@ class InitOccConfig:
     def __post_init__(self):
         if not isinstance(self.chunk_points, int) or self.chunk_points < 1:
             raise ValueError(f"chunk_points: expected a positive int, got {self.chunk_points!r}")
+
+    @property
+    def official(self) -> bool:
+        """Read-only alias of :attr:`official_quirks`."""
+        return self.official_quirks
 
 
 @dataclass(frozen=True)
@@ -329,7 +342,7 @@ class InitOcc(nn.Module):
         if not pen:
             return hand, side, points.float() / QUERY_SCALE
         src_side = _other(side)
-        if self.config.official:
+        if self.config.official_quirks:
             return other, src_side, points.float() / QUERY_SCALE
         local = transfer_query_points(points, other, src_side, hand, side)
         return other, src_side, local / QUERY_SCALE
@@ -347,7 +360,7 @@ class InitOcc(nn.Module):
         return self._tokens(cam, z_ref, side)
 
     def _z_ref(self, cam: Tensor, hand: HandInputs, side: Side, camera: Camera) -> Tensor:
-        if self.config.official:
+        if self.config.official_quirks:
             return cam[:, 0, 2].clone()            # quirk 1: z of query 0 of each row
         return root_camera_z(hand, side, camera)   # fix: z of this hand's root
 
@@ -391,6 +404,7 @@ class InitOcc(nn.Module):
         img_ex = self.img_ex(side)
         z_ref = None
         step = max(1, self.config.chunk_points // max(b, 1))
+        workspace = Workspace(points.device)
         logits = []
         for start in range(0, n, step):
             sl = slice(start, min(n, start + step))
@@ -398,7 +412,8 @@ class InitOcc(nn.Module):
             if z_ref is None:
                 z_ref = self._z_ref(cam, hand, side, encoding.camera)
             feat = img_ex.attend(ctx, self._tokens(cam, z_ref, side))
-            logits.append(decoder(points_dec[:, sl], feat, code, official=self.config.official, weights=weights))
+            logits.append(decoder(points_dec[:, sl], feat, code, official=self.config.official_quirks, weights=weights,
+                                  workspace=workspace))
         if logits:
             part_logits = torch.cat(logits, dim=1)
         else:
@@ -409,7 +424,7 @@ class InitOcc(nn.Module):
     def bone_coords(self, hand: HandInputs, points: Tensor) -> Tensor:
         """(B, N, 16, 3) decoder points ``p / 0.4`` in each bone's frame (float64 in official mode)."""
         check_shape(points, "B N 3", "points")
-        return bone_coords(points.float() / QUERY_SCALE, hand.unpose, official=self.config.official)
+        return bone_coords(points.float() / QUERY_SCALE, hand.unpose, official=self.config.official_quirks)
 
     def stacked_weights(self, side: Side) -> StackedWeights:
         return self.decoder(_check_side(side)).stacked_weights()

@@ -203,7 +203,7 @@ class PartDecoder(nn.Module):
 
     # ------------------------------------------------------------------ per-point
     def forward(self, points_dec: Tensor, img_feat: Tensor, code: HandCode, *, official: bool,
-                weights: StackedWeights | None = None) -> Tensor:
+                weights: StackedWeights | None = None, workspace: Workspace | None = None) -> Tensor:
         """Part logits of one chunk of points.
 
         Args:
@@ -212,18 +212,31 @@ class PartDecoder(nn.Module):
             code: the rows' :class:`HandCode`.
             official: compute the bone-frame coordinates as the official code does (float64 product of the
                 float32 operands, rounded to float32); otherwise fold the bone transform into layer 0.
+            weights: :meth:`stacked_weights` (computed here if omitted).
+            workspace: reusable activation buffers for inference (autograd off); None allocates per call.
         Returns:
             (B, n, 16) part logits (before the sigmoid), float32.
         """
         sw = self.stacked_weights() if weights is None else weights
         B, n, _ = points_dec.shape
-        K = NUM_BONES
+        K, m = NUM_BONES, B * n
+        if workspace is not None and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            workspace = None  # out= buffers do not support autograd
+        buf_a = workspace.get(0, (K, m, HIDDEN)) if workspace is not None else None
+        buf_b = workspace.get(1, (K, m, HIDDEN)) if workspace is not None else None
+
+        def layer(bias: Tensor, x: Tensor, w: Tensor, out: Tensor | None) -> Tensor:
+            if out is None:
+                return torch.baddbmm(bias, x, w)
+            return torch.baddbmm(bias, x, w, out=out)
+
         bias0 = code.layer0_bias.transpose(0, 1).reshape(K * B, 1, HIDDEN)       # (16B, 1, 64)
+        a0 = buf_a.view(K * B, n, HIDDEN) if buf_a is not None else None
         if official:
             xb = bone_coords(points_dec, code.unpose, official=True).float()       # (B, n, 16, 3)
             xb = xb.permute(2, 0, 1, 3).reshape(K * B, n, 3)
             w0 = sw.w0_xyz.unsqueeze(1).expand(-1, B, -1, -1).reshape(K * B, 3, HIDDEN)
-            h = torch.baddbmm(bias0, xb, w0)                                        # (16B, n, 64)
+            h = layer(bias0, xb, w0, a0)                                            # (16B, n, 64)
         else:
             # layer 0 on x_b = A_b q + t_b  ==  q @ (A_b^T W0x_b) + (t_b @ W0x_b)
             rot = code.unpose[:, :, :3, :3]                                         # (B, 16, 3, 3)
@@ -231,19 +244,38 @@ class PartDecoder(nn.Module):
             w0 = torch.einsum("bkij,kio->kbjo", rot, sw.w0_xyz)                      # (16, B, 3, 64)
             b0 = torch.einsum("bki,kio->kbo", trans, sw.w0_xyz).reshape(K * B, 1, HIDDEN)
             q = points_dec.unsqueeze(0).expand(K, -1, -1, -1).reshape(K * B, n, 3)
-            h = torch.baddbmm(bias0 + b0, q, w0.reshape(K * B, 3, HIDDEN))          # (16B, n, 64)
-        h = h.view(K, B * n, HIDDEN)
-        F.leaky_relu_(h, LEAKY_SLOPE)
-        h = torch.baddbmm(sw.b1, h, sw.w1)
-        F.leaky_relu_(h, LEAKY_SLOPE)
-        f = img_feat.reshape(1, B * n, IMG_FEAT_DIM).expand(K, -1, -1)
-        g = torch.baddbmm(sw.b2, f, sw.w2_img)                                     # (16, Bn, 64)
-        h = torch.baddbmm(g, h, sw.w2_hidden)
-        F.leaky_relu_(h, LEAKY_SLOPE)
-        h = torch.baddbmm(sw.b3, h, sw.w3)
-        F.leaky_relu_(h, LEAKY_SLOPE)
-        logits = torch.baddbmm(sw.b4, h, sw.w4)                                    # (16, Bn, 1)
+            h = layer(bias0 + b0, q, w0.reshape(K * B, 3, HIDDEN), a0)              # (16B, n, 64)
+        h = F.leaky_relu_(h.view(K, m, HIDDEN), LEAKY_SLOPE)                         # a0
+        h = F.leaky_relu_(layer(sw.b1, h, sw.w1, buf_b), LEAKY_SLOPE)               # a1 (a0 + L1 folded)
+        f = img_feat.reshape(1, m, IMG_FEAT_DIM).expand(K, -1, -1)
+        g = layer(sw.b2, f, sw.w2_img, buf_a)                                       # image term of L2
+        g = g.baddbmm_(h, sw.w2_hidden) if buf_a is not None else torch.baddbmm(g, h, sw.w2_hidden)
+        h = F.leaky_relu_(g, LEAKY_SLOPE)                                           # a2
+        h = F.leaky_relu_(layer(sw.b3, h, sw.w3, buf_b), LEAKY_SLOPE)               # a3
+        logits = torch.baddbmm(sw.b4, h, sw.w4)                                    # (16, m, 1)
         return logits.view(K, B, n).permute(1, 2, 0)
+
+
+class Workspace:
+    """Reusable activation buffers for inference decodes (one per ``decode`` call, reused across chunks).
+
+    Each slot is a flat tensor grown on demand; :meth:`get` returns a contiguous view of the asked shape.
+    Reusing the buffers avoids a fresh allocation (and its page faults) for every layer of every chunk.
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32):
+        self.device, self.dtype = device, dtype
+        self._slots: dict[int, Tensor] = {}
+
+    def get(self, slot: int, shape: tuple[int, ...]) -> Tensor:
+        numel = 1
+        for s in shape:
+            numel *= s
+        buf = self._slots.get(slot)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, device=self.device, dtype=self.dtype)
+            self._slots[slot] = buf
+        return buf[:numel].view(shape)
 
 
 def bone_coords(points_dec: Tensor, unpose: Tensor, *, official: bool) -> Tensor:

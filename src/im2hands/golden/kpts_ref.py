@@ -1,0 +1,65 @@
+"""Golden check of the keypoint refinement network (official mode) against ``kpts_ref.npz``.
+
+Inputs: ``joints_halo_rootrel_*`` (kpts_ref.npz), ``image``, ``cam_R``, ``cam_T``, ``*_root_xyz`` (inputs.npz);
+weights: the golden rule's kpts_ref state dict. Tolerances (golden README §6): normalised input and
+``left_mid_joint`` 1e-12 (float64, same operations), ``img_proj`` 5e-6, outputs (mm) 3e-5, ``gcn*_feat`` 4e-5.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from im2hands.golden.check import ArrayResult, Golden, compare
+
+NETWORK = "kpts_ref"
+ATOL = {"kpts_in": 1e-12, "left_mid_joint": 1e-12, "kpts_out": 3e-5, "img_proj": 5e-6, "gcn": 4e-5}
+
+
+def _atol(name: str) -> float:
+    for prefix, tol in ATOL.items():
+        if name.startswith(prefix):
+            return tol
+    raise KeyError(f"kpts_ref golden: no tolerance for array {name!r}")
+
+
+def golden_model(golden: Golden, device: torch.device):
+    """KptsRef in official mode with the golden rule weights, eval mode, on `device`."""
+    from im2hands.models.kpts_ref import KptsRef, KptsRefConfig
+
+    model = KptsRef(KptsRefConfig(official_quirks=True))
+    model.load_state_dict(golden.state_dict("kpts_ref"))
+    return model.to(device).eval()
+
+
+def golden_inputs(golden: Golden, device: torch.device) -> dict[str, torch.Tensor]:
+    """The golden inputs of :func:`~im2hands.models.kpts_ref.normalise_keypoints` and the image."""
+    g, i = golden["kpts_ref"], golden.inputs
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return {"joints_left": t(g["joints_halo_rootrel_left"]), "joints_right": t(g["joints_halo_rootrel_right"]),
+            "cam_R": t(i["cam_R"]), "cam_T": t(i["cam_T"]), "left_root_xyz": t(i["left_root_xyz"]),
+            "right_root_xyz": t(i["right_root_xyz"]), "image": t(i["image"])}
+
+
+def run(model, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Normalise the golden-style inputs, run `model`; every array named as in ``kpts_ref.npz``."""
+    from im2hands.models.kpts_ref import normalise_keypoints
+
+    kin = normalise_keypoints(inputs["joints_left"], inputs["joints_right"], cam_R=inputs["cam_R"],
+                              cam_T=inputs["cam_T"], left_root_xyz=inputs["left_root_xyz"],
+                              right_root_xyz=inputs["right_root_xyz"])
+    with torch.no_grad():
+        out = model(inputs["image"], kin.left_mm, kin.right_mm)
+    arrays = {"joints_halo_rootrel_left": inputs["joints_left"], "joints_halo_rootrel_right": inputs["joints_right"],
+              "kpts_in_left": kin.left_mm, "kpts_in_right": kin.right_mm, "left_mid_joint": kin.left_mid_joint,
+              "kpts_out_left": out.left, "kpts_out_right": out.right, "img_proj": out.img_proj}
+    for i, (fl, fr) in enumerate(zip(out.stage_feats_left, out.stage_feats_right)):
+        arrays[f"gcn{i}_feat_left"], arrays[f"gcn{i}_feat_right"] = fl, fr
+    return arrays
+
+
+def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
+    expected = golden["kpts_ref"]
+    actual = run(golden_model(golden, device), golden_inputs(golden, device))
+    # the joints_halo_rootrel_* arrays are inputs, not results: not compared
+    return [compare(NETWORK, name, actual[name], expected[name], _atol(name))
+            for name in expected if not name.startswith("joints_halo_rootrel")]
