@@ -226,6 +226,9 @@ def test_bad_inputs_raise_clear_errors(inputs):
         model(image, k, bad)
     with pytest.raises(ValueError, match=r"image: expected shape \(B, 3, 64, 64\)"):
         model(torch.zeros(2, 3, 256, 256), k, k)
+    big = KptsRef(dataclasses.replace(cfg, encoder=ImageEncoderConfig(depth=18, fmap_dim=8), image_size=128))
+    with pytest.raises(ValueError, match=r"features.img_fmaps\[-1\]: expected shape \(B, 64, 16, 16\), got \(2, 64, 32, 32\)"):
+        model.refine(big.image_encoder(torch.zeros(2, 3, 128, 128)), k, k)
     kw = {n: inputs[n] for n in ("cam_R", "cam_T", "left_root_xyz", "right_root_xyz")}
     with pytest.raises(ValueError, match="joints_left and cam_R: mismatched B"):
         normalise_keypoints(inputs["joints_left"].repeat(2, 1, 1), inputs["joints_right"].repeat(2, 1, 1), **kw)

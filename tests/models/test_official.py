@@ -1,7 +1,6 @@
 """Official checkpoint conversion: name map, merging, key-set errors, round trip through our format."""
 
-import json
-
+import numpy as np
 import pytest
 import torch
 
@@ -26,7 +25,7 @@ def kpts_state(golden):
 
 def _save_official(path, state):
     """An official-format training checkpoint (artihand/checkpoints.py layout)."""
-    torch.save({"model": state, "optimizer": {}, "epoch_it": 3, "it": 0, "loss_val_best": 1.5}, path)
+    torch.save({"model": state, "optimizer": {}, "epoch_it": 3, "it": 0, "loss_val_best": np.float64(1.5)}, path)
     return path
 
 

@@ -329,9 +329,15 @@ class KptsRef(nn.Module):
 
     def refine(self, features: ImageFeatures, kpts_left: Tensor, kpts_right: Tensor) -> KptsRefOutput:
         """As :meth:`forward`, from precomputed encoder features of this network's ``image_encoder``."""
-        fine = features.img_fmaps[-1]
+        fine, hms, dp = features.img_fmaps[-1], features.hms_fmaps[-1], features.dp_fmaps[-1]
+        s = self.config.image_size // 4
+        for x, c, name in ((fine, self.image_encoder.img_channels[-1], "features.img_fmaps[-1]"),
+                           (hms, self.config.encoder.fmap_dim, "features.hms_fmaps[-1]"),
+                           (dp, self.config.encoder.fmap_dim, "features.dp_fmaps[-1]")):
+            check_same_size(check_shape(fine, "B C H W", "features.img_fmaps[-1]"),
+                            check_shape(x, f"B {c} {s} {s}", name), "B", ("features.img_fmaps[-1]", name))
         self._check_keypoints(kpts_left, kpts_right, fine.shape[0])
-        img = self.img_proj_layer(torch.cat([fine, features.hms_fmaps[-1], features.dp_fmaps[-1]], dim=1))
+        img = self.img_proj_layer(torch.cat([fine, hms, dp], dim=1))
         left = self._embed(kpts_left.to(img.dtype), self.left_id_emb, self.left_pt_emb)
         right = self._embed(kpts_right.to(img.dtype), self.right_id_emb, self.right_pt_emb)
         graph = self.graph.to(img.dtype)
