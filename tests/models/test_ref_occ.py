@@ -122,7 +122,7 @@ def test_other_point_counts(golden, model, encoding, inputs):
 
 @pytest.fixture(scope="module")
 def default_model(model):
-    m = RefOcc(RefOccConfig(official=False, chunk_points=500))
+    m = RefOcc(RefOccConfig(official_quirks=False, chunk_points=500))
     m.load_state_dict(model.state_dict())
     return m.eval()
 

@@ -86,7 +86,7 @@ def golden_model(golden: Golden, device: torch.device, *, chunk_points: int = 20
     """RefOcc in official mode with the golden rule weights, eval mode, on `device`."""
     from im2hands.models.ref_occ import RefOcc, RefOccConfig
 
-    model = RefOcc(RefOccConfig(official=True, chunk_points=chunk_points))
+    model = RefOcc(RefOccConfig(official_quirks=True, chunk_points=chunk_points))
     model.load_state_dict(golden.state_dict("ref_occ"))
     return model.to(device).eval()
 

@@ -26,7 +26,7 @@ Frames: the *flipped camera frame* is the OpenCV camera frame times [1, -1, -1] 
 works in it minus ``center`` (the bbox centre of both hands' anchors). Hand frames as in
 :mod:`im2hands.models.init_occ`.
 
-``RefOccConfig.official=True`` reproduces the official forward including its quirks; the default mode
+``RefOccConfig.official_quirks=True`` reproduces the official forward including its quirks; the default mode
 fixes them. Each is listed in ``docs/OFFICIAL_QUIRKS.md`` (section RefOcc):
 
 1. Pen pass context: officially ``decode`` overwrites the encoding in place, so the pen pass applies
@@ -79,21 +79,26 @@ HAND_LABEL = {"left": (1.0, 0.0), "right": (0.0, 1.0)}
 class RefOccConfig:
     """Refinement network: own image encoder, point-transformer encoder/decoder, frozen InitOcc."""
 
-    official: bool = False
+    official_quirks: bool = False
     """Reproduce the official forward exactly, quirks included (official checkpoints' numbers); False fixes
     the quirks listed in the module docstring and ``docs/OFFICIAL_QUIRKS.md``. Also sets the frozen
-    InitOcc's mode."""
+    InitOcc's mode. The same flag name as the other networks' configs, so ``convert-official`` sets it."""
     chunk_points: int = 2048
     """Query points per batch row the decoder evaluates at once (memory about ``chunk_points * 22 kB``);
     results do not depend on it."""
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     """RefOcc's own image encoder (official: ResNet-50)."""
     init_occ: InitOccConfig = field(default_factory=InitOccConfig)
-    """The frozen InitOcc's configuration (its ``official`` is replaced by this config's ``official``)."""
+    """The frozen InitOcc's configuration (its ``official_quirks`` is replaced by this config's)."""
 
     def __post_init__(self):
         if not isinstance(self.chunk_points, int) or self.chunk_points < 1:
             raise ValueError(f"chunk_points: expected a positive int, got {self.chunk_points!r}")
+
+    @property
+    def official(self) -> bool:
+        """Read-only alias of :attr:`official_quirks`."""
+        return self.official_quirks
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,7 @@ class RefOcc(nn.Module):
     def __init__(self, config: RefOccConfig | None = None):
         super().__init__()
         self.config = config = config or RefOccConfig()
-        self.init_occ = InitOcc(replace(config.init_occ, official=config.official))
+        self.init_occ = InitOcc(replace(config.init_occ, official_quirks=config.official_quirks))
         self.init_occ.requires_grad_(False)
         self.image_encoder = ImageEncoder(config.image_encoder)
         fmap = config.image_encoder.fmap_dim
