@@ -8,6 +8,7 @@ array. Tolerances: golden README §6 (FPS indices exact).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,11 +83,17 @@ def rule_sub_state_dict(golden: Golden, prefix: str) -> dict[str, torch.Tensor]:
             for e in load_keys(golden.folder, "ref_occ") if e["key"].startswith(prefix)}
 
 
-def golden_model(golden: Golden, device: torch.device, *, chunk_points: int = 2048):
-    """RefOcc in official mode with the golden rule weights, eval mode, on `device`."""
+def golden_model(golden: Golden, device: torch.device, *, chunk_points: int | None = None):
+    """RefOcc in official mode with the golden rule weights, eval mode, on `device`.
+
+    `chunk_points`: the decoder's chunk size (None: the config default).
+    """
     from im2hands.models.ref_occ import RefOcc, RefOccConfig
 
-    model = RefOcc(RefOccConfig(official_quirks=True, chunk_points=chunk_points))
+    config = RefOccConfig(official_quirks=True)
+    if chunk_points is not None:
+        config = dataclasses.replace(config, chunk_points=chunk_points)
+    model = RefOcc(config)
     model.load_state_dict(golden.state_dict("ref_occ"))
     return model.to(device).eval()
 

@@ -511,15 +511,15 @@ class PointTransformerDecoderOcc(nn.Module):
                             global_logit=global_logit, global_value=ct.w_v_global(z))
 
     def forward(self, xyz_q: Tensor, query_feat: Tensor, cache: DecoderCache, *,
-                chunk_size: int = 2048) -> Tensor:
+                chunk_size: int = 16384) -> Tensor:
         """Logits from a precomputed :class:`DecoderCache`; same function as :meth:`forward_reference`.
 
         Args:
             xyz_q: (B, N, 3) query positions, metres, centred flipped camera frame.
             query_feat: (B, N, 64) per-query features.
             cache: :meth:`precompute` of the hand's encoding.
-            chunk_size: queries per batch row evaluated at once (bounds memory: about
-                ``chunk_size * 9 * 200 * 4`` bytes per intermediate).
+            chunk_size: queries evaluated at once, summed over batch rows (bounds memory: three
+                scratch buffers of ``chunk_size * 9 * 200 * 4`` bytes, about 22 kB per query).
         Returns:
             (B, N) occupancy logits.
         """
@@ -528,11 +528,12 @@ class PointTransformerDecoderOcc(nn.Module):
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         b, n, _ = xyz_q.shape
         work = None
+        step = max(1, chunk_size // max(b, 1))  # queries per batch row and chunk
         if not torch.is_grad_enabled():  # reuse three scratch buffers across chunks (no autograd)
-            rows = b * min(n, chunk_size) * self.ct1.nneigh
+            rows = b * min(n, step) * self.ct1.nneigh
             work = xyz_q.new_empty(3, rows, self.dim)
-        outs = [self._forward_chunk(xyz_q[:, s:s + chunk_size], query_feat[:, s:s + chunk_size], cache, work)
-                for s in range(0, n, chunk_size)]
+        outs = [self._forward_chunk(xyz_q[:, s:s + step], query_feat[:, s:s + step], cache, work)
+                for s in range(0, n, step)]
         return torch.cat(outs, dim=1) if outs else xyz_q.new_zeros(b, 0)
 
     def _forward_chunk(self, xyz_q: Tensor, query_feat: Tensor, cache: DecoderCache,

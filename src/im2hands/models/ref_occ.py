@@ -83,9 +83,9 @@ class RefOccConfig:
     """Reproduce the official forward exactly, quirks included (official checkpoints' numbers); False fixes
     the quirks listed in the module docstring and ``docs/OFFICIAL_QUIRKS.md``. Also sets the frozen
     InitOcc's mode. The same flag name as the other networks' configs, so ``convert-official`` sets it."""
-    chunk_points: int = 2048
-    """Query points per batch row the decoder evaluates at once (memory about ``chunk_points * 22 kB``);
-    results do not depend on it."""
+    chunk_points: int = 16384
+    """Query points (summed over batch rows) the refinement decoder evaluates at once; bounds its scratch
+    memory to about ``chunk_points * 22 kB`` (350 MB at the default); results do not depend on it."""
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     """RefOcc's own image encoder (official: ResNet-50)."""
     init_occ: InitOccConfig = field(default_factory=InitOccConfig)
