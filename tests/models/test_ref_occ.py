@@ -142,7 +142,7 @@ def test_default_mode_fixes(default_model, inputs, golden):
     r = golden["ref_occ"]
     assert not np.array_equal(enc.right.points.fps_indices[0].numpy(), r["fps_idx_stage1_right"])  # no skip
     # pixel-centre sampling differs from the official (uv - 128)/128 mapping, but only slightly
-    d = (out.left.query_img_feat - torch.from_numpy(r["query_img_feat_left"][:, :600])).abs().max()
+    d = (m.query_features(enc, pl, "left")[0] - torch.from_numpy(r["query_img_feat_left"][:, :600])).abs().max()
     assert 1e-6 < d < 0.5
     # outputs do not depend on the order of the points (official init_occ does)
     torch.testing.assert_close(out_perm.left.logit, out.left.logit[:, perm], atol=1e-5, rtol=0)

@@ -108,10 +108,10 @@ def golden_arrays(model, inputs: GoldenInputs) -> dict[str, torch.Tensor]:
         for side in ("left", "right"):
             h = enc.hand(side)
             main, pen = getattr(out, side), getattr(out, f"pen_{side}")
-            _, xyz = model.query_features(enc, getattr(inputs, f"points_{side}"), side)
+            feat, xyz = model.query_features(enc, getattr(inputs, f"points_{side}"), side)
             arrays.update({
                 f"ref_occ_{side}": main.occupancy, f"ref_logit_{side}": main.logit,
-                f"init_occ_{side}": main.init_occupancy, f"query_img_feat_{side}": main.query_img_feat,
+                f"init_occ_{side}": main.init_occupancy, f"query_img_feat_{side}": feat,
                 f"pen_ref_occ_{side}": pen.occupancy, f"pen_ref_logit_{side}": pen.logit,
                 f"pen_init_occ_{side}": pen.init_occupancy,
                 f"query_xyz_flip_{side}": xyz + enc.center[:, None],

@@ -162,8 +162,6 @@ class HandOutput:
     """(B, N) ``trans_dec`` output."""
     init_occupancy: Tensor
     """(B, N) the frozen InitOcc's occupancy fed to the decoder."""
-    query_img_feat: Tensor
-    """(B, N, 32) image feature sampled at the points."""
 
 
 @dataclass(frozen=True)
@@ -366,21 +364,32 @@ class RefOcc(nn.Module):
             raise ValueError(f"{name} and encoding: mismatched batch size ({b} vs {encoding.batch_size})")
         check_finite(points, name)
 
-    def _decode_hand(self, encoding: RefOccEncoding, side: Side, feat: Tensor, xyz: Tensor, points: Tensor,
-                     *, pen: bool) -> HandOutput:
-        """`side`'s network at points given in `side`'s (pen=False) or the other hand's (pen=True) frame."""
+    def _decode_hand(self, encoding: RefOccEncoding, side: Side, points: Tensor, *, pen: bool) -> HandOutput:
+        """`side`'s network at points in `side`'s query frame (pen=False) or the other hand's (pen=True).
+
+        The frozen InitOcc sees all points in one call (its official mode references query 0 of the call);
+        image sampling and the refinement decoder run in chunks of ``config.chunk_points`` so that memory
+        stays bounded at any point count.
+        """
         hand = encoding.inputs(side)
+        frame_side = _other(side) if pen else side
         with torch.no_grad():
             if pen:
                 init = self.init_occ.decode(encoding.init_occ, hand, points, side, pen=True,
-                                            other=encoding.inputs(_other(side))).occupancy
+                                            other=encoding.inputs(frame_side)).occupancy
             else:
                 init = self.init_occ.decode(encoding.init_occ, hand, points, side).occupancy
         henc = encoding.hand(side)
-        qfeat = torch.cat([feat, init[..., None].expand(-1, -1, 32)], dim=2)
-        logit = self.trans_dec(xyz, qfeat, henc.cache_pen if pen else henc.cache,
-                               chunk_size=self.config.chunk_points)
-        return HandOutput(occupancy=torch.sigmoid(logit), logit=logit, init_occupancy=init, query_img_feat=feat)
+        cache = henc.cache_pen if pen else henc.cache
+        b, n = init.shape
+        step = max(1, self.config.chunk_points // max(b, 1))
+        logits = []
+        for s in range(0, n, step):
+            feat, xyz = self.query_features(encoding, points[:, s:s + step], frame_side)
+            qfeat = torch.cat([feat, init[:, s:s + step, None].expand(-1, -1, 32)], dim=2)
+            logits.append(self.trans_dec(xyz, qfeat, cache, chunk_size=self.config.chunk_points))
+        logit = torch.cat(logits, dim=1) if logits else init.new_zeros(b, 0)
+        return HandOutput(occupancy=torch.sigmoid(logit), logit=logit, init_occupancy=init)
 
     def decode(self, encoding: RefOccEncoding, points_left: Tensor, points_right: Tensor, *,
                pen: bool = False) -> RefOccOutput:
@@ -399,11 +408,9 @@ class RefOcc(nn.Module):
         points = {"left": points_left, "right": points_right}
         for side in SIDES:
             self._check_points(encoding, points[side], f"points_{side}")
-        feats = {s: self.query_features(encoding, points[s], s) for s in SIDES}
-        main = {s: self._decode_hand(encoding, s, *feats[s], points[s], pen=False) for s in SIDES}
+        main = {s: self._decode_hand(encoding, s, points[s], pen=False) for s in SIDES}
         if pen:
-            other = {s: self._decode_hand(encoding, s, *feats[_other(s)], points[_other(s)], pen=True)
-                     for s in SIDES}
+            other = {s: self._decode_hand(encoding, s, points[_other(s)], pen=True) for s in SIDES}
         else:
             other = {s: self._empty(encoding) for s in SIDES}
         return RefOccOutput(left=main["left"], right=main["right"], pen_left=other["left"],
@@ -412,7 +419,7 @@ class RefOcc(nn.Module):
     @staticmethod
     def _empty(encoding: RefOccEncoding) -> HandOutput:
         z = encoding.img_feat.new_zeros(encoding.batch_size, 0)
-        return HandOutput(occupancy=z, logit=z, init_occupancy=z, query_img_feat=z[..., None].expand(-1, -1, 32))
+        return HandOutput(occupancy=z, logit=z, init_occupancy=z)
 
     def forward(self, image: Tensor, camera: Camera, intrinsics: Tensor, left: HandInputs, right: HandInputs,
                 anchors_left: Tensor, anchors_right: Tensor, points_left: Tensor, points_right: Tensor, *,
