@@ -510,8 +510,14 @@ class PointTransformerDecoderOcc(nn.Module):
                             values=ct.w_vs(anchor_feats) + b_pos, gamma_pre=gamma_pre,
                             global_logit=global_logit, global_value=ct.w_v_global(z))
 
+    def scratch(self, n_queries: int, like: Tensor) -> Tensor:
+        """Scratch memory for :meth:`forward` without autograd: (3, n_queries * nneigh, C), dtype/device of
+        `like`. Pass it to several ``forward`` calls (each with at most `n_queries` queries per chunk) to
+        allocate it once."""
+        return like.new_empty(3, n_queries * self.ct1.nneigh, self.dim)
+
     def forward(self, xyz_q: Tensor, query_feat: Tensor, cache: DecoderCache, *,
-                chunk_size: int = 16384) -> Tensor:
+                chunk_size: int = 16384, scratch: Tensor | None = None) -> Tensor:
         """Logits from a precomputed :class:`DecoderCache`; same function as :meth:`forward_reference`.
 
         Args:
@@ -520,6 +526,8 @@ class PointTransformerDecoderOcc(nn.Module):
             cache: :meth:`precompute` of the hand's encoding.
             chunk_size: queries evaluated at once, summed over batch rows (bounds memory: three
                 scratch buffers of ``chunk_size * 9 * 200 * 4`` bytes, about 22 kB per query).
+            scratch: optional :meth:`scratch` buffer for at least ``chunk_size`` queries, reused instead of
+                allocating one per call (used only when autograd is off).
         Returns:
             (B, N) occupancy logits.
         """
@@ -531,7 +539,11 @@ class PointTransformerDecoderOcc(nn.Module):
         step = max(1, chunk_size // max(b, 1))  # queries per batch row and chunk
         if not torch.is_grad_enabled():  # reuse three scratch buffers across chunks (no autograd)
             rows = b * min(n, step) * self.ct1.nneigh
-            work = xyz_q.new_empty(3, rows, self.dim)
+            if scratch is not None and scratch.shape[0] == 3 and scratch.shape[1] >= rows \
+                    and scratch.shape[2] == self.dim:
+                work = scratch
+            else:
+                work = xyz_q.new_empty(3, rows, self.dim)
         outs = [self._forward_chunk(xyz_q[:, s:s + step], query_feat[:, s:s + step], cache, work)
                 for s in range(0, n, step)]
         return torch.cat(outs, dim=1) if outs else xyz_q.new_zeros(b, 0)

@@ -364,7 +364,8 @@ class RefOcc(nn.Module):
             raise ValueError(f"{name} and encoding: mismatched batch size ({b} vs {encoding.batch_size})")
         check_finite(points, name)
 
-    def _decode_hand(self, encoding: RefOccEncoding, side: Side, points: Tensor, *, pen: bool) -> HandOutput:
+    def _decode_hand(self, encoding: RefOccEncoding, side: Side, points: Tensor, *, pen: bool,
+                     scratch: Tensor | None) -> HandOutput:
         """`side`'s network at points in `side`'s query frame (pen=False) or the other hand's (pen=True).
 
         The frozen InitOcc sees all points in one call (its official mode references query 0 of the call);
@@ -387,7 +388,8 @@ class RefOcc(nn.Module):
         for s in range(0, n, step):
             feat, xyz = self.query_features(encoding, points[:, s:s + step], frame_side)
             qfeat = torch.cat([feat, init[:, s:s + step, None].expand(-1, -1, 32)], dim=2)
-            logits.append(self.trans_dec(xyz, qfeat, cache, chunk_size=self.config.chunk_points))
+            logits.append(self.trans_dec(xyz, qfeat, cache, chunk_size=self.config.chunk_points,
+                                         scratch=scratch))
         logit = torch.cat(logits, dim=1) if logits else init.new_zeros(b, 0)
         return HandOutput(occupancy=torch.sigmoid(logit), logit=logit, init_occupancy=init)
 
@@ -408,9 +410,14 @@ class RefOcc(nn.Module):
         points = {"left": points_left, "right": points_right}
         for side in SIDES:
             self._check_points(encoding, points[side], f"points_{side}")
-        main = {s: self._decode_hand(encoding, s, points[s], pen=False) for s in SIDES}
+        scratch = None
+        if not torch.is_grad_enabled():  # one decoder scratch buffer for every chunk of this call
+            most = max(points_left.shape[0] * points_left.shape[1], points_right.shape[0] * points_right.shape[1])
+            scratch = self.trans_dec.scratch(min(most, self.config.chunk_points), encoding.img_feat)
+        main = {s: self._decode_hand(encoding, s, points[s], pen=False, scratch=scratch) for s in SIDES}
         if pen:
-            other = {s: self._decode_hand(encoding, s, points[_other(s)], pen=True) for s in SIDES}
+            other = {s: self._decode_hand(encoding, s, points[_other(s)], pen=True, scratch=scratch)
+                     for s in SIDES}
         else:
             other = {s: self._empty(encoding) for s in SIDES}
         return RefOccOutput(left=main["left"], right=main["right"], pen_left=other["left"],
