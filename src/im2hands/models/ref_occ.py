@@ -368,29 +368,34 @@ class RefOcc(nn.Module):
                      scratch: Tensor | None) -> HandOutput:
         """`side`'s network at points in `side`'s query frame (pen=False) or the other hand's (pen=True).
 
-        The frozen InitOcc sees all points in one call (its official mode references query 0 of the call);
-        image sampling and the refinement decoder run in chunks of ``config.chunk_points`` so that memory
-        stays bounded at any point count.
+        Everything runs in chunks of ``config.chunk_points`` points so that memory stays bounded at any
+        point count. In official mode the frozen InitOcc references the camera z of query 0 of the points
+        passed to it (official quirk); each later chunk is therefore evaluated with query 0 prepended (its
+        extra output dropped), which gives exactly the values of one call on all points.
         """
         hand = encoding.inputs(side)
         frame_side = _other(side) if pen else side
-        with torch.no_grad():
-            if pen:
-                init = self.init_occ.decode(encoding.init_occ, hand, points, side, pen=True,
-                                            other=encoding.inputs(frame_side)).occupancy
-            else:
-                init = self.init_occ.decode(encoding.init_occ, hand, points, side).occupancy
+        other = encoding.inputs(frame_side) if pen else None
         henc = encoding.hand(side)
         cache = henc.cache_pen if pen else henc.cache
-        b, n = init.shape
+        b, n = points.shape[:2]
         step = max(1, self.config.chunk_points // max(b, 1))
-        logits = []
+        logits, inits = [], []
         for s in range(0, n, step):
-            feat, xyz = self.query_features(encoding, points[:, s:s + step], frame_side)
-            qfeat = torch.cat([feat, init[:, s:s + step, None].expand(-1, -1, 32)], dim=2)
+            chunk = points[:, s:s + step]
+            lead = 1 if (s > 0 and self.config.official_quirks) else 0
+            with torch.no_grad():
+                init_pts = torch.cat([points[:, :1], chunk], dim=1) if lead else chunk
+                init = self.init_occ.decode(encoding.init_occ, hand, init_pts, side, pen=pen,
+                                            other=other).occupancy[:, lead:]
+            feat, xyz = self.query_features(encoding, chunk, frame_side)
+            qfeat = torch.cat([feat, init[..., None].expand(-1, -1, 32)], dim=2)
             logits.append(self.trans_dec(xyz, qfeat, cache, chunk_size=self.config.chunk_points,
                                          scratch=scratch))
-        logit = torch.cat(logits, dim=1) if logits else init.new_zeros(b, 0)
+            inits.append(init)
+        empty = points.new_zeros(b, 0, dtype=torch.float32)
+        logit = torch.cat(logits, dim=1) if logits else empty
+        init = torch.cat(inits, dim=1) if inits else empty
         return HandOutput(occupancy=torch.sigmoid(logit), logit=logit, init_occupancy=init)
 
     def decode(self, encoding: RefOccEncoding, points_left: Tensor, points_right: Tensor, *,
