@@ -42,8 +42,9 @@ fixes them. Each is listed in ``docs/OFFICIAL_QUIRKS.md`` (section RefOcc):
 
 Speed: the 256² map is computed as ``upsample(image_final_layer(maps))`` (a 1x1 conv commutes with
 bilinear resampling whose weights sum to 1; 8x fewer channels to upsample); the decoder precomputes all
-per-anchor terms in ``encode`` (:class:`~im2hands.models.point_transformer.DecoderCache`) and evaluates
-queries in chunks of ``RefOccConfig.chunk_points``.
+per-anchor terms in ``encode`` (:class:`~im2hands.models.point_transformer.DecoderCache`); ``decode`` runs
+the frozen InitOcc, image sampling and the decoder in chunks of ``RefOccConfig.chunk_points`` (memory
+bounded at any point count; results independent of the chunk size in both modes).
 """
 
 from __future__ import annotations
