@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -44,12 +45,12 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def run_one(what: str, depth: int, repeats: int, device_name: str) -> dict:
+def run_one(what: str, depth: int, repeats: int, device_name: str, threads: int = 2) -> dict:
     """Time one configuration in this process; returns seconds and peak memory growth (MB)."""
     from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
     from im2hands.models.kpts_ref import KptsRef, KptsRefConfig
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     device = torch.device(device_name)
     torch.manual_seed(0)
     image = torch.randn(1, 3, 256, 256, device=device)
@@ -70,11 +71,12 @@ def run_one(what: str, depth: int, repeats: int, device_name: str) -> dict:
     return {"what": what, "depth": depth, "seconds": seconds, "peak_mb": peak, "params": params}
 
 
-def attention_split(repeats: int, device: torch.device, n_queries: int = 65536, chunk: int = 16384) -> dict:
+def attention_split(repeats: int, device: torch.device, n_queries: int = 65536, chunk: int = 16384,
+                    threads: int = 2) -> dict:
     """init_occ-sized attention (grid 4x4 of a 32x64x64 map, 19-dim queries): split vs official formulation."""
     from im2hands.models.attention import ImageAttention
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     m = ImageAttention(img_size=64, img_dim=32, grid_size=4, grid_dim=32, query_dim=19, n_heads=2).to(device).eval()
     img = torch.randn(1, 32, 64, 64, device=device)
@@ -106,23 +108,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--one", nargs=2, metavar=("WHAT", "DEPTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # child process: one configuration, JSON on stdout
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.repeats, args.device)))
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.repeats, args.device, args.threads)))
         return
-    print(f"torch {torch.__version__}, device {args.device}, 2 threads, batch 1, 256x256, fastest of {args.repeats}")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print(f"torch {torch.__version__}, device {args.device}, {args.threads} thread(s), batch 1, 256x256, fastest of {args.repeats}")
     rows = []
     for what, depth in (("encoder", 50), ("encoder", 34), ("encoder", 18), ("kpts_ref", 50)):
         out = subprocess.run([sys.executable, __file__, "--one", what, str(depth), "--repeats", str(args.repeats),
-                              "--device", args.device], capture_output=True, text=True, check=True)
+                              "--device", args.device, "--threads", str(args.threads)], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base = rows[0]["seconds"]
     for r in rows:
         print(f"{r['what']:<9s} ResNet-{r['depth']:<3d} {1000 * r['seconds']:7.1f} ms/image  "
               f"peak +{r['peak_mb']:6.1f} MB  params {r['params'] / 1e6:6.2f} M  "
               f"speed vs encoder ResNet-50: x{base / r['seconds']:.2f}")
-    a = attention_split(args.repeats, torch.device(args.device))
+    a = attention_split(args.repeats, torch.device(args.device), threads=args.threads)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"query-image attention, {a['n_queries']} queries in chunks of {a['chunk']}: "
           f"split (grid once) {1000 * a['split_s']:.1f} ms, official formulation {1000 * a['official_s']:.1f} ms, "
           f"speed-up x{a['official_s'] / a['split_s']:.2f}, max |diff| {a['max_abs_diff']:.1e}")

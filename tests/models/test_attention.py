@@ -46,10 +46,10 @@ def test_first_position_equals_official_full_sequence(b, n, t, d, heads):
 
 def test_gradients_flow_through_the_split():
     torch.manual_seed(0)
-    m = ImageAttention(img_size=8, img_dim=3, grid_size=2, grid_dim=4, query_dim=6, n_heads=2).double()
-    img = torch.randn(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
-    q = torch.randn(1, 3, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda i, x: m.eval()(i, x), (img, q))
+    m = ImageAttention(img_size=4, img_dim=2, grid_size=2, grid_dim=4, query_dim=6, n_heads=2).double().eval()
+    img = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(1, 2, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (img, q))
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -254,8 +254,8 @@ def test_batched_decoder_gradients_equal_per_bone_loop():
         dec.zero_grad()
         q.grad = f.grad = None
         (fn() * w).sum().backward()
-        grads.append([q.grad.clone(), f.grad.clone(), dec.lin3_1.weight.grad.clone(), dec.global_proj5.weight.grad.clone(),
-                      dec.bone_encoder.linear1.weight.grad.clone(), dec.lin15_2.weight.grad.clone()])
+        params = (dec.lin3_1.weight, dec.global_proj5.weight, dec.bone_encoder.linear1.weight, dec.lin15_2.weight)
+        grads.append([q.grad.clone(), f.grad.clone()] + [p.grad.clone() for p in params])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
@@ -307,3 +307,70 @@ def test_bad_inputs_raise_clear_errors(default, img_feat, camera, hands, points)
         default.encode_features(img_feat[:, :16], camera)
     with pytest.raises(ValueError, match=r"chunk_points: expected a positive int"):
         InitOccConfig(chunk_points=0)
+
+
+def test_training_forward_backward_matches_inference(golden):
+    from im2hands.models.encoder import ImageEncoderConfig
+
+    torch.manual_seed(0)
+    model = InitOcc(InitOccConfig(image_encoder=ImageEncoderConfig(depth=18), chunk_points=300)).train()
+    for mod in model.modules():   # dropout off so that the two passes compute the same function
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    image = torch.from_numpy(golden.inputs["image"])
+    camera = golden_camera(golden, CPU)
+    hands = {s: golden_hand(golden, s, CPU) for s in SIDES}
+    pts = {s: torch.from_numpy(golden.inputs[f"p_{s}"])[:, :500] for s in SIDES}
+    left, right = model(image, camera, hands["left"], hands["right"], pts["left"], pts["right"])
+    # the hard max routes the occupancy gradient to one part per point; the logit term reaches every part
+    loss = ((left.occupancy - 1) ** 2).mean() + (right.occupancy ** 2).mean() + 1e-3 * left.part_logits.square().mean()
+    loss.backward()
+    for name in ("left_decoder.lin7_2.weight", "right_decoder.lin0_0.weight", "img_ex_left.attn.fc.weight",
+                 "right_pt_embeddings.0.weight", "image_final_layer.weight", "image_encoder.resnet.conv1.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    with torch.no_grad():
+        enc = model.encode(image, camera)
+        again = model.decode(enc, hands["left"], pts["left"], "left")
+    torch.testing.assert_close(again.part_logits, left.part_logits.detach(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_hand_inputs_from_canonical_and_camera_convention(golden, side):
+    from im2hands.hand.canonical import canonicalise, query_to_points
+    from im2hands.models.init_occ import query_to_camera
+
+    joints = torch.from_numpy(golden.inputs[f"joints_world_{side}"])
+    hand = HandInputs.from_canonical(canonicalise(joints, side), side)
+    ref = golden_hand(golden, side, CPU)
+    torch.testing.assert_close(hand.unpose, ref.unpose, atol=1e-12, rtol=0)
+    torch.testing.assert_close(hand.root_xyz, ref.root_xyz, atol=1e-7, rtol=0)   # stored x-mirrored if left
+    # the model's query -> camera map agrees with hand.canonical's query -> world map
+    cam = golden_camera(golden, CPU)
+    p = torch.from_numpy(golden.inputs[f"p_{side}"])[:, :64]
+    world = query_to_points(p.double(), joints[:, 0], ref.root_rot_mat.double(), side)
+    expected = world @ cam.R.double().transpose(1, 2) + cam.T.double().unsqueeze(1)
+    torch.testing.assert_close(query_to_camera(p, ref, side, cam).double(), expected, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("official_mode", [True, False])
+def test_golden_decoder_in_isolation(golden, side, official_mode):
+    """The part decoder alone, fed the golden image features: logits, latents, projections, bone coords."""
+    from im2hands.golden.image_encoder import sub_state_dict
+    from im2hands.models.part_decoder import bone_coords
+
+    dec = PartDecoder().eval()
+    dec.load_state_dict(sub_state_dict(golden.state_dict("init_occ"), f"{side}_decoder."))
+    g, hand = golden["init_occ"], golden_hand(golden, side, CPU)
+    q = torch.from_numpy(golden.inputs[f"p_{side}"]) / 0.4
+    with torch.no_grad():
+        code = dec.hand_code(hand.unpose, hand.bone_lengths)
+        logits = dec(q, torch.from_numpy(g[f"local_img_feat_{side}"]), code, official=official_mode)
+        coords = bone_coords(q, hand.unpose, official=official_mode)
+    np.testing.assert_allclose(logits.numpy(), g[f"part_logits_{side}"], atol=2e-6, rtol=0)
+    np.testing.assert_allclose(code.bone_latent.numpy(), g[f"bone_latent_{side}"], atol=1e-7, rtol=0)
+    np.testing.assert_allclose(code.global_proj.numpy(), g[f"global_proj_{side}"], atol=1e-7, rtol=0)
+    np.testing.assert_allclose(coords.numpy(), g[f"bone_coords_{side}"], atol=1e-12 if official_mode else 2e-6,
+                               rtol=0)
+    assert coords.dtype == (torch.float64 if official_mode else torch.float32)

@@ -1,5 +1,7 @@
 """Official checkpoint conversion: name map, merging, key-set errors, round trip through our format."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -71,11 +73,13 @@ def test_corrupted_key_set_lists_every_problem(kpts_state, tmp_path, capsys):
 
 def test_name_map():
     t = torch.arange(3.0)
-    out = official_to_ours({"module.encoder.resnet.conv1.weight": t, "module.decoder.x": t, "module.mid_model.y": t,
-                            "decoder.lin0_2.weight": t, "img_ex_left.attn.fc.bias": t})
-    assert set(out) == {"image_encoder.resnet.conv1.weight", "left_decoder.lin0_2.weight",
-                        "right_decoder.lin0_2.weight", "img_ex_left.attn.fc.bias"}
+    intag = official_to_ours({"module.encoder.resnet.conv1.weight": t, "module.decoder.x": t, "module.mid_model.y": t})
+    assert list(intag) == ["image_encoder.resnet.conv1.weight"]
+    out = official_to_ours({"decoder.lin0_2.weight": t, "img_ex_left.attn.fc.bias": t})
+    assert set(out) == {"left_decoder.lin0_2.weight", "right_decoder.lin0_2.weight", "img_ex_left.attn.fc.bias"}
     assert torch.equal(out["right_decoder.lin0_2.weight"], t) and torch.equal(out["left_decoder.lin0_2.weight"], t)
+    wrapped = official_to_ours({"module.left_decoder.a": t, "module.image_encoder.b": t})
+    assert set(wrapped) == {"left_decoder.a", "image_encoder.b"}
 
 
 def test_official_init_occ_initialisation_from_halo_and_intaghand_files(golden, tmp_path):
@@ -101,13 +105,22 @@ def test_official_init_occ_initialisation_from_halo_and_intaghand_files(golden, 
         convert_state_dicts([tmp_path / "rest.pt", tmp_path / "rest.pt"], expected)
 
 
-def test_manifest_path_writes_checkpoint_without_the_network(golden, tmp_path):
-    src = _save_official(tmp_path / "ref_occ.pt", golden.state_dict("ref_occ"))
+def test_manifest_path_writes_checkpoint_without_the_network(tmp_path):
+    manifest = [{"key": "trans_dec.fc_out.weight", "shape": [1, 32], "dtype": "torch.float32", "kind": "parameter"},
+                {"key": "left_decoder.lin0_0.weight", "shape": [64, 28], "dtype": "torch.float32", "kind": "parameter"},
+                {"key": "right_decoder.lin0_0.weight", "shape": [64, 28], "dtype": "torch.float32", "kind": "parameter"}]
+    (tmp_path / "keys.json").write_text(json.dumps(manifest))
+    w = torch.randn(64, 28)
+    src = _save_official(tmp_path / "ref_occ.pt", {"trans_dec.fc_out.weight": torch.ones(1, 32), "decoder.lin0_0.weight": w})
     dst = tmp_path / "ref.ckpt"
     assert main(["convert-official", str(src), str(dst), "--model", "ref_occ",
-                 "--keys-manifest", str(GOLDEN_DIR / "keys_ref_occ.json")]) == 0
+                 "--keys-manifest", str(tmp_path / "keys.json")]) == 0
     kind, config, state = load_checkpoint(dst)
-    assert kind == "ref_occ" and config == {"official_quirks": True} and len(state) == 1596
+    assert kind == "ref_occ" and config == {"official_quirks": True} and len(state) == 3
+    assert torch.equal(state["right_decoder.lin0_0.weight"], w)
+    assert expected_from_manifest(GOLDEN_DIR / "keys_ref_occ.json")["trans_dec.fc_out.weight"] == (1, 32)
+    with pytest.raises(ValueError, match="fill_missing needs the network"):
+        convert_official([src], dst, model="ref_occ", keys_manifest=tmp_path / "keys.json", fill_missing=True)
 
 
 def test_fill_missing_takes_fresh_weights_for_absent_keys(kpts_state, tmp_path):

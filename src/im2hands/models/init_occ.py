@@ -13,6 +13,14 @@ Pipeline per image (``encode``, once) and per hand and query batch (``decode``, 
         --PartDecoder(p / 0.4, feature, unpose, bone lengths)--> 16 part logits
         --max over parts of sigmoid--> occupancy (B,N)
 
+Usage::
+
+    model = InitOcc(InitOccConfig(official_quirks=True)).eval()      # + load_state_dict(official weights)
+    hand = HandInputs.from_canonical(canonicalise(joints_right, "right"), "right")
+    with torch.no_grad():
+        enc = model.encode(image, Camera(R=cam_R, T=cam_T))             # once per image
+        occ = model.decode(enc, hand, points_query, "right").occupancy   # (B, N), any number of calls
+
 Frames and units of the inputs (see :class:`HandInputs`, :class:`Camera`):
 
 - *query frame* of a hand: the canonical frame of ``hand.canonical`` scaled so that ``0.4 * p`` is in metres,
@@ -52,6 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from im2hands._checks import check_finite, check_shape, check_tensor
+from im2hands.hand.canonical import Canonical
 from im2hands.models.attention import GridContext, ImageAttention
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
 from im2hands.models.part_decoder import (
@@ -80,7 +89,7 @@ class InitOccConfig:
     """Reproduce the official forward exactly, quirks included (needed to match official checkpoints'
     numbers); False fixes the quirks (see the module docstring and ``docs/OFFICIAL_QUIRKS.md``). The same
     flag name as the other networks' configs, so ``convert-official`` sets it."""
-    chunk_points: int = 4096
+    chunk_points: int = 2048
     """Points (summed over batch rows) evaluated at once inside ``decode``; bounds memory to about
     ``chunk_points * 12 kB``; results do not depend on it."""
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
@@ -150,6 +159,23 @@ class HandInputs:
     @property
     def batch_size(self) -> int:
         return self.unpose.shape[0]
+
+    @classmethod
+    def from_canonical(cls, canon: Canonical, side: Side, *, root_world: Tensor | None = None) -> HandInputs:
+        """Build from :func:`im2hands.hand.canonical.canonicalise` output.
+
+        Args:
+            canon: the hand's canonicalisation (B hands of one side).
+            side: "left" or "right", as given to ``canonicalise``.
+            root_world: (B, 3) the hand's root in world metres, true (un-mirrored) axes; default the wrist of
+                the keypoints (``canon.wrist``). Officially it is the ground-truth MANO root.
+        """
+        _check_side(side)
+        root = canon.wrist if root_world is None else root_world
+        check_shape(root, "B 3", "root_world")
+        stored = root.float() * _mirror(side, root.float())
+        return cls(unpose=canon.unpose, bone_lengths=canon.bone_lengths, root_rot_mat=canon.root_rot_mat,
+                   root_xyz=stored)
 
 
 @dataclass(frozen=True)
@@ -404,21 +430,28 @@ class InitOcc(nn.Module):
         img_ex = self.img_ex(side)
         z_ref = None
         step = max(1, self.config.chunk_points // max(b, 1))
-        workspace = Workspace(points.device)
-        logits = []
+        keep_graph = torch.is_grad_enabled()
+        workspace = None if keep_graph else Workspace(points.device)   # buffers do not support autograd
+        logits: list[Tensor] = []
+        # without autograd, write each chunk into preallocated outputs (no concatenation copy)
+        part_logits = points.new_empty((b, 0 if keep_graph else n, NUM_BONES), dtype=torch.float32)
+        occupancy = points.new_empty((b, 0 if keep_graph else n), dtype=torch.float32)
         for start in range(0, n, step):
             sl = slice(start, min(n, start + step))
             cam = query_to_camera(points[:, sl], frame_hand, frame_side, encoding.camera)
             if z_ref is None:
                 z_ref = self._z_ref(cam, hand, side, encoding.camera)
             feat = img_ex.attend(ctx, self._tokens(cam, z_ref, side))
-            logits.append(decoder(points_dec[:, sl], feat, code, official=self.config.official_quirks, weights=weights,
-                                  workspace=workspace))
-        if logits:
+            chunk = decoder(points_dec[:, sl], feat, code, official=self.config.official_quirks, weights=weights,
+                            workspace=workspace)
+            if keep_graph:
+                logits.append(chunk)
+            else:
+                part_logits[:, sl] = chunk
+                occupancy[:, sl] = torch.sigmoid(chunk).amax(dim=-1)
+        if keep_graph and logits:
             part_logits = torch.cat(logits, dim=1)
-        else:
-            part_logits = points.new_zeros((b, 0, NUM_BONES), dtype=torch.float32)
-        occupancy = torch.sigmoid(part_logits).amax(dim=-1)
+            occupancy = torch.sigmoid(part_logits).amax(dim=-1)
         return InitOccOutput(occupancy=occupancy, part_logits=part_logits)
 
     def bone_coords(self, hand: HandInputs, points: Tensor) -> Tensor:

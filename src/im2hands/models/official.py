@@ -5,7 +5,7 @@ the official training scripts themselves perform when they initialise a network:
 
 - IntagHand's encoder ``intaghand_baseline.pth`` (a DataParallel state dict): ``module.encoder.X`` ->
   ``image_encoder.X``; its other ``module.*`` entries (IntagHand's own mid-level model and mesh decoder) are
-  not part of Im2Hands and are dropped.
+  not part of Im2Hands and are dropped. Any other DataParallel file just loses its ``module.`` prefix.
 - A HALO baseline decoder (``halo_baseline.pt``, ``{"model": {"decoder.X": ...}}``): ``decoder.X`` ->
   both ``left_decoder.X`` and ``right_decoder.X``.
 
@@ -71,14 +71,21 @@ def read_official(path: str | Path) -> dict[str, Tensor]:
 
 
 def official_to_ours(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Apply the official -> our name map (see the module docstring) to one file's state dict."""
+    """Apply the official -> our name map (see the module docstring) to one file's state dict.
+
+    A file whose keys all start with ``module.`` is a DataParallel state dict: IntagHand's
+    ``intaghand_baseline.pth`` if it has ``module.encoder.*`` keys (only those are kept, as
+    ``image_encoder.*``), otherwise a wrapped Im2Hands network, whose ``module.`` prefix is removed.
+    """
+    if state and all(k.startswith(DATAPARALLEL_PREFIX) for k in state):
+        if any(k.startswith(INTAGHAND_PREFIX) for k in state):
+            # IntagHand's mid_model / mesh decoder are not part of Im2Hands: dropped
+            return {"image_encoder." + k[len(INTAGHAND_PREFIX):]: v for k, v in state.items()
+                    if k.startswith(INTAGHAND_PREFIX)}
+        state = {k[len(DATAPARALLEL_PREFIX):]: v for k, v in state.items()}
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        if key.startswith(INTAGHAND_PREFIX):
-            out["image_encoder." + key[len(INTAGHAND_PREFIX):]] = value
-        elif key.startswith(DATAPARALLEL_PREFIX):
-            continue  # IntagHand's mid_model / mesh decoder: not part of Im2Hands
-        elif key.startswith(HALO_DECODER_PREFIX):
+        if key.startswith(HALO_DECODER_PREFIX):
             rest = key[len(HALO_DECODER_PREFIX):]
             out["left_decoder." + rest] = value
             out["right_decoder." + rest] = value.clone()

@@ -5,7 +5,7 @@ added before layer 2), with the settings Im2Hands uses: 16 bones, ``projection='
 ``global_projection='o'``, 8-dim global pose projection, 16-dim bone-length latent, 4 hidden layers of
 width 64, image feature of 19 dims concatenated before layer 2, LeakyReLU(0.1), no norm, no dropout.
 
-Per bone ``b`` and query point ``q`` (query units / 0.4, i.e. ``q = p / 0.4``):
+Per bone ``b`` and decoder point ``q = p / 0.4`` (``p`` in the hand's query space, ``0.4 p`` = metres):
 
 - ``x_b = (unpose_b @ [q, 1])[:3]``: the point in bone b's canonical frame;
 - layer-0 input (28): ``[x_b (3), len_b (1), bone_latent (16), global_proj_b (8)]`` with
@@ -34,7 +34,6 @@ NUM_BONES = 16
 HIDDEN = 64
 NUM_LAYERS = 5  # lin{b}_0 .. lin{b}_4
 IMG_FEAT_DIM = 19
-IMG_FEAT_LAYER = 2
 GLOBAL_PROJ_DIM = 8
 BONE_LATENT_DIM = 16
 BONE_ENCODER_HIDDEN = 40
