@@ -20,6 +20,7 @@ CHECKS: dict[str, str] = {
     "canonicalisation": "im2hands.golden.canonicalisation",
     "image_encoder": "im2hands.golden.image_encoder",
     "init_occ": "im2hands.golden.init_occ",
+    "ref_occ": "im2hands.golden.ref_occ",
     "kpts_ref": "im2hands.golden.kpts_ref",
 }
 

@@ -1,0 +1,137 @@
+"""Golden check of RefOcc (official mode) against every array of ``ref_occ.npz``.
+
+Weights: the golden rule's ``ref_occ`` state dict (frozen ``init_occ.*`` copy included). Inputs: image,
+camera (R, T, K), roots, query points and anchors from ``inputs.npz``; unposing matrices, bone lengths and
+root rotations from ``canonicalisation.npz``. One ``encode`` and one ``decode(pen=True)`` produce every
+array. Tolerances: golden README §6 (FPS indices exact).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from im2hands.golden.check import ArrayResult, Golden, compare
+
+NETWORK = "ref_occ"
+
+ATOL: dict[str, float] = {
+    "ref_occ": 2e-6, "pen_ref_occ": 2e-6, "init_occ": 2e-6, "pen_init_occ": 2e-6,
+    "img_global": 5e-6, "query_img_feat": 5e-6, "anchor_img_feat": 5e-6,
+    "query_xyz_flip": 1e-7, "anchor_xyz_flip": 1e-7, "center_xyz": 1e-7, "enc_anchors": 1e-7,
+    "enc_z": 2e-5, "enc_anchor_feats": 2e-5, "ctx_z": 2e-5, "pen_ctx_z": 2e-5,
+    "ref_logit": 1.5e-5, "pen_ref_logit": 1.5e-5,
+    "fps_idx_stage1": 0.0, "fps_idx_stage2": 0.0,
+}
+"""Absolute tolerance per array family (name without ``_left``/``_right``), golden README §6."""
+
+
+def atol_for(name: str) -> float:
+    """Tolerance of golden array `name` (e.g. ``ref_logit_left``)."""
+    base = name.removesuffix("_left").removesuffix("_right")
+    if base not in ATOL:
+        raise KeyError(f"no tolerance for golden array {name!r}")
+    return ATOL[base]
+
+
+@dataclass(frozen=True)
+class GoldenInputs:
+    """RefOcc inputs of the golden set, as model arguments (B = 1)."""
+
+    image: torch.Tensor
+    camera: object
+    intrinsics: torch.Tensor
+    left: object
+    right: object
+    anchors_left: torch.Tensor
+    anchors_right: torch.Tensor
+    points_left: torch.Tensor
+    points_right: torch.Tensor
+
+
+def golden_inputs(golden: Golden, device: torch.device) -> GoldenInputs:
+    """The golden set's inputs on `device` (anchors float64 mm, as the official data holds them)."""
+    from im2hands.models.init_occ import Camera, HandInputs
+
+    inp, can = golden.inputs, golden["canonicalisation"]
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    def hand(side: str) -> HandInputs:
+        return HandInputs(unpose=t(can[f"unpose_{side}"]), bone_lengths=t(can[f"bone_lengths_{side}"]),
+                          root_rot_mat=t(can[f"root_rot_mat_{side}"]), root_xyz=t(inp[f"{side}_root_xyz"]))
+
+    return GoldenInputs(image=t(inp["image"]), camera=Camera(R=t(inp["cam_R"]), T=t(inp["cam_T"])),
+                        intrinsics=t(inp["cam_K"]), left=hand("left"), right=hand("right"),
+                        anchors_left=t(inp["anchors_left"]), anchors_right=t(inp["anchors_right"]),
+                        points_left=t(inp["p_left"]), points_right=t(inp["p_right"]))
+
+
+def rule_sub_state_dict(golden: Golden, prefix: str) -> dict[str, torch.Tensor]:
+    """The golden rule's ref_occ entries under `prefix` (e.g. ``"trans_enc."``), prefix removed.
+
+    Cheaper than ``golden.state_dict("ref_occ")`` when only a sub-network is needed.
+    """
+    from im2hands.golden.weights import load_keys, rule_tensor
+
+    return {e["key"][len(prefix):]: rule_tensor(e["key"], tuple(e["shape"]), e["dtype"], seed=golden.seed,
+                                                gain=golden.gain)
+            for e in load_keys(golden.folder, "ref_occ") if e["key"].startswith(prefix)}
+
+
+def golden_model(golden: Golden, device: torch.device, *, chunk_points: int | None = None):
+    """RefOcc in official mode with the golden rule weights, eval mode, on `device`.
+
+    `chunk_points`: the decoder's chunk size (None: the config default).
+    """
+    from im2hands.models.ref_occ import RefOcc, RefOccConfig
+
+    config = RefOccConfig(official_quirks=True)
+    if chunk_points is not None:
+        config = dataclasses.replace(config, chunk_points=chunk_points)
+    model = RefOcc(config)
+    model.load_state_dict(golden.state_dict("ref_occ"))
+    return model.to(device).eval()
+
+
+def golden_arrays(model, inputs: GoldenInputs) -> dict[str, torch.Tensor]:
+    """Every array of ``ref_occ.npz`` computed by `model` from `inputs` (one encode, one pen decode)."""
+    with torch.no_grad():
+        enc = model.encode(inputs.image, inputs.camera, inputs.intrinsics, inputs.left, inputs.right,
+                           inputs.anchors_left, inputs.anchors_right)
+        out = model.decode(enc, inputs.points_left, inputs.points_right, pen=True)
+        arrays = {"img_global": enc.img_global, "center_xyz": enc.center}
+        for side in ("left", "right"):
+            h = enc.hand(side)
+            main, pen = getattr(out, side), getattr(out, f"pen_{side}")
+            feat, xyz = model.query_features(enc, getattr(inputs, f"points_{side}"), side)
+            arrays.update({
+                f"ref_occ_{side}": main.occupancy, f"ref_logit_{side}": main.logit,
+                f"init_occ_{side}": main.init_occupancy, f"query_img_feat_{side}": feat,
+                f"pen_ref_occ_{side}": pen.occupancy, f"pen_ref_logit_{side}": pen.logit,
+                f"pen_init_occ_{side}": pen.init_occupancy,
+                f"query_xyz_flip_{side}": xyz + enc.center[:, None],
+                f"anchor_img_feat_{side}": h.anchor_img_feat, f"anchor_xyz_flip_{side}": h.anchors_flip,
+                f"enc_z_{side}": h.points.z, f"enc_anchors_{side}": h.points.anchors,
+                f"enc_anchor_feats_{side}": h.points.anchor_feats,
+                f"ctx_z_{side}": h.z_context, f"pen_ctx_z_{side}": h.z_pen,
+                f"fps_idx_stage1_{side}": h.points.fps_indices[0],
+                f"fps_idx_stage2_{side}": h.points.fps_indices[1],
+            })
+    return arrays
+
+
+def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
+    expected = golden["ref_occ"]
+    actual = golden_arrays(golden_model(golden, device), golden_inputs(golden, device))
+    results = []
+    for name in expected:
+        if name not in actual:
+            results.append(ArrayResult(NETWORK, name, tuple(expected[name].shape), float("inf"), atol_for(name)))
+        else:
+            results.append(compare(NETWORK, name, actual[name], expected[name], atol_for(name)))
+    return results

@@ -1,0 +1,442 @@
+"""RefOcc: the two-hand occupancy refinement network of Im2Hands (official ``ArticulatedHandNetRefOcc``).
+
+Once per image (:meth:`RefOcc.encode`)::
+
+    image --image_encoder (own, trainable ResNetSimple)--> hms_fmaps, dp_fmaps
+        hms/dp_fmaps[-1] (128@64²) --bilinear x4--> 256@256² --image_final_layer (1x1)--> img_feat 32@256²
+        hms/dp_fmaps[0] (128@8²) --hms/dp_global_layer (8x8 conv)--> img_global (256)
+    anchors (512 per hand, mm, root-relative, world axes) --camera, project, sample img_feat-->
+        anchor feature = 32 sampled channels ‖ hand one-hot (left [1,0], right [0,1])
+    both hands' anchors in the flipped camera frame, centred on the bbox centre of all 1024 anchors
+        --trans_enc (same encoder for both hands)--> z (256), 128 anchors, 128 local latents per hand
+    context: z'_L = context_enc(z_L ‖ z_R ‖ img_global), z'_R = context_enc(z_R ‖ z_L ‖ img_global)
+
+Per batch of query points (:meth:`RefOcc.decode`, any number of times)::
+
+    points (hand's query frame, 0.4·p = metres) --camera, project--> sampled image feature (32)
+    frozen init_occ --> initial occupancy o (no gradients, eval mode)
+    trans_dec(centred flipped camera xyz; [image feature ‖ o repeated 32x]; z', anchors, latents) --> logit
+    refined occupancy = sigmoid(logit) (a full occupancy, not a residual)
+
+With ``pen=True`` each hand's network is also evaluated at the *other* hand's query points (its latents
+and decoder, the other points' image features, this hand's initial occupancy there): the inputs of the
+penetration loss.
+
+Frames: the *flipped camera frame* is the OpenCV camera frame times [1, -1, -1] (metres); the transformer
+works in it minus ``center`` (the bbox centre of both hands' anchors). Hand frames as in
+:mod:`im2hands.models.init_occ`.
+
+``RefOccConfig.official_quirks=True`` reproduces the official forward including its quirks; the default mode
+fixes them. Each is listed in ``docs/OFFICIAL_QUIRKS.md`` (section RefOcc):
+
+1. Pen pass context: officially ``decode`` overwrites the encoding in place, so the pen pass applies
+   ``context_enc`` a second time to the already contextualised latents. Default: applied once.
+2. Pixel sampling: officially ``grid_sample(align_corners=True)`` at ``(uv - 128) / 128``, which maps pixel
+   coordinate u to map column ``u * 255 / 256`` (up to a 1 px shift at the border). Default: the
+   pixel-centre convention ``(u + 0.5) / 128 - 1`` with ``align_corners=False``.
+3. FPS skip rule: the official CUDA FPS never selects anchors within 3.16 cm (squared norm <= 1e-3 m²)
+   of the two-hand bbox centre, so sampling depends on where the other hand is. Default: no skip.
+4. Pen initial occupancy: officially the frozen init_occ reads the other hand's points in the other
+   hand's query frame with this hand's bone transforms; default: the same physical points in this
+   hand's frame (fixed inside :class:`~im2hands.models.init_occ.InitOcc`).
+
+Speed: the 256² map is computed as ``upsample(image_final_layer(maps))`` (a 1x1 conv commutes with
+bilinear resampling whose weights sum to 1; 8x fewer channels to upsample); the decoder precomputes all
+per-anchor terms in ``encode`` (:class:`~im2hands.models.point_transformer.DecoderCache`); ``decode`` runs
+the frozen InitOcc, image sampling and the decoder in chunks of ``RefOccConfig.chunk_points`` (memory
+bounded at any point count; results independent of the chunk size in both modes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from im2hands._checks import check_finite, check_shape, check_tensor
+from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
+from im2hands.models.init_occ import (Camera, HandInputs, InitOcc, InitOccConfig, InitOccEncoding,
+                                      query_to_camera)
+from im2hands.models.point_transformer import (FPS_SKIP_SQ_NORM, DecoderCache, PointEncoding,
+                                               PointTransformerDecoderOcc, PointTransformerEncoder)
+
+Side = Literal["left", "right"]
+SIDES: tuple[Side, Side] = ("left", "right")
+
+N_ANCHORS = 512
+"""Anchors per hand read by the encoder (official: 512 surface samples of the initial mesh)."""
+MAP_SIZE = 256
+"""Side of the image feature map, pixels (= the input crop size)."""
+FLIP = (1.0, -1.0, -1.0)
+"""Camera frame -> the transformer's flipped camera frame (y and z negated)."""
+HAND_LABEL = {"left": (1.0, 0.0), "right": (0.0, 1.0)}
+"""One-hot hand label appended to each anchor feature."""
+
+
+@dataclass(frozen=True)
+class RefOccConfig:
+    """Refinement network: own image encoder, point-transformer encoder/decoder, frozen InitOcc."""
+
+    official_quirks: bool = False
+    """Reproduce the official forward exactly, quirks included (official checkpoints' numbers); False fixes
+    the quirks listed in the module docstring and ``docs/OFFICIAL_QUIRKS.md``. Also sets the frozen
+    InitOcc's mode. The same flag name as the other networks' configs, so ``convert-official`` sets it."""
+    chunk_points: int = 16384
+    """Query points (summed over batch rows) the refinement decoder evaluates at once; bounds its scratch
+    memory to about ``chunk_points * 22 kB`` (350 MB at the default); results do not depend on it."""
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    """RefOcc's own image encoder (official: ResNet-50)."""
+    init_occ: InitOccConfig = field(default_factory=InitOccConfig)
+    """The frozen InitOcc's configuration (its ``official_quirks`` is replaced by this config's)."""
+
+    def __post_init__(self):
+        if not isinstance(self.chunk_points, int) or self.chunk_points < 1:
+            raise ValueError(f"chunk_points: expected a positive int, got {self.chunk_points!r}")
+
+    @property
+    def official(self) -> bool:
+        """Read-only alias of :attr:`official_quirks`."""
+        return self.official_quirks
+
+
+@dataclass(frozen=True)
+class HandEncoding:
+    """One hand's share of :class:`RefOccEncoding`."""
+
+    anchor_img_feat: Tensor
+    """(B, 512, 32) image feature sampled at each input anchor."""
+    anchors_flip: Tensor
+    """(B, 512, 3) input anchors in the flipped camera frame, metres, *before* centring."""
+    points: PointEncoding
+    """``trans_enc`` output: z (B, 256) before context, 128 anchors (centred frame), latents, FPS indices."""
+    z_context: Tensor
+    """(B, 256) latent after ``context_enc``: used by the main decode."""
+    z_pen: Tensor
+    """(B, 256) latent used by the pen decode: ``context_enc`` applied again (official) or ``z_context``."""
+    cache: DecoderCache
+    """Decoder terms precomputed from ``z_context``."""
+    cache_pen: DecoderCache
+    """Decoder terms precomputed from ``z_pen`` (the same object as ``cache`` in the default mode)."""
+
+
+@dataclass(frozen=True)
+class RefOccEncoding:
+    """Everything :meth:`RefOcc.decode` needs from a batch of images; compute once with :meth:`RefOcc.encode`."""
+
+    img_feat: Tensor
+    """(B, 32, 256, 256) pixel-aligned image feature map."""
+    img_global: Tensor
+    """(B, 256) global image vector ``hms_global ‖ dp_global``."""
+    center: Tensor
+    """(B, 3) bbox centre of both hands' anchors, flipped camera frame, metres."""
+    left: HandEncoding
+    right: HandEncoding
+    init_occ: InitOccEncoding
+    """The frozen InitOcc's image encoding."""
+    camera: Camera
+    intrinsics: Tensor
+    """(B, 3, 3) intrinsics of the 256x256 crop, pixels (float32)."""
+    hand_left: HandInputs
+    hand_right: HandInputs
+
+    def hand(self, side: Side) -> HandEncoding:
+        return self.left if side == "left" else self.right
+
+    def inputs(self, side: Side) -> HandInputs:
+        return self.hand_left if side == "left" else self.hand_right
+
+    @property
+    def batch_size(self) -> int:
+        return self.img_feat.shape[0]
+
+
+@dataclass(frozen=True)
+class HandOutput:
+    """Refined occupancy of one hand's network at a batch of points."""
+
+    occupancy: Tensor
+    """(B, N) refined occupancy probability = sigmoid(logit)."""
+    logit: Tensor
+    """(B, N) ``trans_dec`` output."""
+    init_occupancy: Tensor
+    """(B, N) the frozen InitOcc's occupancy fed to the decoder."""
+
+
+@dataclass(frozen=True)
+class RefOccOutput:
+    """:meth:`RefOcc.decode` result. ``pen_*`` are empty (B, 0) outputs unless ``pen=True``."""
+
+    left: HandOutput
+    """Left network at the left points."""
+    right: HandOutput
+    """Right network at the right points."""
+    pen_left: HandOutput
+    """Left network at the *right* points (official ``pen_ref_occ_left``)."""
+    pen_right: HandOutput
+    """Right network at the *left* points."""
+
+
+def _other(side: Side) -> Side:
+    return "right" if side == "left" else "left"
+
+
+def project_and_sample(img_feat: Tensor, cam: Tensor, intrinsics: Tensor, *, official: bool) -> Tensor:
+    """Sample the pixel-aligned feature map at the projections of camera-frame points.
+
+    Args:
+        img_feat: (B, C, H, W) feature map of the crop (H = W = 256).
+        cam: (B, N, 3) points, OpenCV camera frame, metres.
+        intrinsics: (B, 3, 3) crop intrinsics, pixels.
+        official: official pixel mapping ``(uv - 128) / 128`` with ``align_corners=True``; otherwise the
+            pixel-centre mapping ``(uv + 0.5) / (W / 2) - 1`` with ``align_corners=False``.
+    Returns:
+        (B, N, C) bilinearly sampled features (zero outside the map).
+    """
+    pix = torch.bmm(cam * 1000, intrinsics.float().transpose(1, 2))  # official scales to mm first
+    uv = pix[..., :2] / pix[..., 2:]
+    size = torch.tensor(img_feat.shape[-1:-3:-1], dtype=uv.dtype, device=uv.device)  # (W, H)
+    if official:
+        grid = (uv - 128) / 128
+    else:
+        grid = (uv + 0.5) / (size / 2) - 1
+    out = F.grid_sample(img_feat, grid.unsqueeze(2), mode="bilinear", padding_mode="zeros",
+                        align_corners=official)
+    return out[..., 0].transpose(1, 2)
+
+
+def anchors_to_camera(anchors_mm: Tensor, hand: HandInputs, side: Side, camera: Camera) -> Tensor:
+    """Anchors (mm, root-relative, true world axes) -> camera frame, metres, float32.
+
+    ``anchors / 1000`` (float64 if given so) -> float32 -> ``+ root`` (the left root un-mirrored) ->
+    ``@ Rᵀ + T``.
+    """
+    x = (anchors_mm / 1000).float()
+    root = hand.root_xyz.float()
+    if side == "left":
+        root = root * torch.tensor([-1.0, 1.0, 1.0], dtype=root.dtype, device=root.device)
+    x = x + root.unsqueeze(1)
+    return torch.bmm(x, camera.R.float().transpose(1, 2)) + camera.T.float().unsqueeze(1)
+
+
+class RefOcc(nn.Module):
+    """The refinement network with the official module and parameter names.
+
+    ``state_dict`` keys equal the official ``ArticulatedHandNetRefOcc`` (1596 entries): the frozen
+    ``init_occ.*`` copy, ``image_encoder.*``, ``image_final_layer``, ``hms_global_layer``,
+    ``dp_global_layer``, ``trans_enc.*``, ``trans_dec.*``, ``context_enc.0``.
+    """
+
+    def __init__(self, config: RefOccConfig | None = None):
+        super().__init__()
+        self.config = config = config or RefOccConfig()
+        self.init_occ = InitOcc(replace(config.init_occ, official_quirks=config.official_quirks))
+        self.init_occ.requires_grad_(False)
+        self.image_encoder = ImageEncoder(config.image_encoder)
+        fmap = config.image_encoder.fmap_dim
+        self.image_final_layer = nn.Conv2d(2 * fmap, 32, 1)
+        self.hms_global_layer = nn.Conv2d(fmap, fmap, 8)
+        self.dp_global_layer = nn.Conv2d(fmap, fmap, 8)
+        self.trans_enc = PointTransformerEncoder(d_feat_in=32 + 2)
+        self.trans_dec = PointTransformerDecoderOcc(dim_inp=256, dim=200, nneigh=9, hidden_dim=32,
+                                                    d_query_feat=32 + 32)
+        self.context_enc = nn.Sequential(nn.Linear(3 * 256, 256))
+        self.init_occ.eval()
+
+    def train(self, mode: bool = True) -> RefOcc:
+        """Set training mode; the frozen InitOcc always stays in eval mode (as officially)."""
+        super().train(mode)
+        self.init_occ.eval()
+        return self
+
+    # ------------------------------------------------------------------ encode
+
+    def image_maps(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, 256, 256) normalised RGB -> (img_feat (B, 32, 256, 256), img_global (B, 256))."""
+        feats = self.image_encoder(image)
+        hms_global = self.hms_global_layer(feats.hms_fmaps[0]).flatten(1)
+        dp_global = self.dp_global_layer(feats.dp_fmaps[0]).flatten(1)
+        small = self.image_final_layer(torch.cat([feats.hms_fmaps[-1], feats.dp_fmaps[-1]], dim=1))
+        # official: upsample both 128-channel maps (align_corners=False), then the 1x1 conv; the same
+        # function computed with the conv first
+        img_feat = F.interpolate(small, size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False)
+        return img_feat, torch.cat([hms_global, dp_global], dim=1)
+
+    def _check_encode(self, image, camera, intrinsics, left, right, anchors_left, anchors_right) -> int:
+        check_tensor(image, "image")
+        b = check_shape(image, f"B 3 {MAP_SIZE} {MAP_SIZE}", "image")["B"]
+        if not isinstance(camera, Camera):
+            raise TypeError(f"camera: expected a Camera, got {type(camera).__name__}")
+        for name, hand in (("left", left), ("right", right)):
+            if not isinstance(hand, HandInputs):
+                raise TypeError(f"{name}: expected a HandInputs, got {type(hand).__name__}")
+            if hand.batch_size != b:
+                raise ValueError(f"image and {name}: mismatched batch size ({b} vs {hand.batch_size})")
+        if camera.batch_size != b:
+            raise ValueError(f"image and camera: mismatched batch size ({b} vs {camera.batch_size})")
+        check_tensor(intrinsics, "intrinsics")
+        if check_shape(intrinsics, "B 3 3", "intrinsics")["B"] != b:
+            raise ValueError(f"image and intrinsics: mismatched batch size ({b} vs {intrinsics.shape[0]})")
+        check_finite(intrinsics, "intrinsics")
+        for name, a in (("anchors_left", anchors_left), ("anchors_right", anchors_right)):
+            check_tensor(a, name)
+            if check_shape(a, f"B {N_ANCHORS} 3", name)["B"] != b:
+                raise ValueError(f"image and {name}: mismatched batch size ({b} vs {a.shape[0]})")
+            check_finite(a, name)
+        check_finite(image, "image")
+        return b
+
+    def encode(self, image: Tensor, camera: Camera, intrinsics: Tensor, left: HandInputs, right: HandInputs,
+               anchors_left: Tensor, anchors_right: Tensor) -> RefOccEncoding:
+        """Everything that depends on the image and the anchors; run once per image.
+
+        Args:
+            image: (B, 3, 256, 256) RGB normalised with the ImageNet mean/std.
+            camera: world -> camera extrinsics (batch B).
+            intrinsics: (B, 3, 3) intrinsics of the 256x256 crop, pixels.
+            left, right: each hand's canonicalisation (:class:`~im2hands.models.init_occ.HandInputs`).
+            anchors_left, anchors_right: (B, 512, 3) anchor points on each hand's initial surface,
+                **millimetres, relative to the hand root, true world axes** (the left hand not mirrored).
+        Returns:
+            :class:`RefOccEncoding`.
+        """
+        self._check_encode(image, camera, intrinsics, left, right, anchors_left, anchors_right)
+        official = self.config.official
+        with torch.no_grad():
+            init_enc = self.init_occ.encode(image, camera)
+        img_feat, img_global = self.image_maps(image)
+        hands = {"left": left, "right": right}
+        anchors = {"left": anchors_left, "right": anchors_right}
+        feat, flip = {}, {}
+        f = torch.tensor(FLIP, device=image.device)
+        for side in SIDES:
+            cam = anchors_to_camera(anchors[side], hands[side], side, camera)
+            feat[side] = project_and_sample(img_feat, cam, intrinsics, official=official)
+            flip[side] = cam * f
+        both = torch.cat([flip["left"], flip["right"]], dim=1)
+        center = (both.amax(dim=1) + both.amin(dim=1)) / 2  # (B, 3)
+        skip = FPS_SKIP_SQ_NORM if official else None
+        enc = {}
+        for side in SIDES:
+            label = torch.tensor(HAND_LABEL[side], device=image.device).expand(*feat[side].shape[:2], 2)
+            enc[side] = self.trans_enc(flip[side] - center[:, None], torch.cat([feat[side], label], dim=2),
+                                       fps_skip_sq_norm=skip)
+        z = {s: enc[s].z for s in SIDES}
+        ctx = self._context(z, img_global)
+        pen = self._context(ctx, img_global) if official else ctx
+        out = {}
+        for side in SIDES:
+            e = enc[side]
+            cache = self.trans_dec.precompute(ctx[side], e.anchors, e.anchor_feats)
+            cache_pen = self.trans_dec.precompute(pen[side], e.anchors, e.anchor_feats) if official else cache
+            out[side] = HandEncoding(anchor_img_feat=feat[side], anchors_flip=flip[side], points=e,
+                                     z_context=ctx[side], z_pen=pen[side], cache=cache, cache_pen=cache_pen)
+        return RefOccEncoding(img_feat=img_feat, img_global=img_global, center=center, left=out["left"],
+                              right=out["right"], init_occ=init_enc, camera=camera,
+                              intrinsics=intrinsics.float(), hand_left=left, hand_right=right)
+
+    def _context(self, z: dict[Side, Tensor], img_global: Tensor) -> dict[Side, Tensor]:
+        """Both hands' context layer, each reading the latents from before this call."""
+        return {s: self.context_enc(torch.cat([z[s], z[_other(s)], img_global], dim=1)) for s in SIDES}
+
+    # ------------------------------------------------------------------ decode
+
+    def query_features(self, encoding: RefOccEncoding, points: Tensor, side: Side) -> tuple[Tensor, Tensor]:
+        """Image feature and transformer position of query points.
+
+        Args:
+            points: (B, N, 3) points in `side`'s query frame (0.4·p = metres).
+        Returns:
+            ((B, N, 32) sampled image feature, (B, N, 3) centred flipped camera coordinates, metres).
+        """
+        cam = query_to_camera(points, encoding.inputs(side), side, encoding.camera)
+        feat = project_and_sample(encoding.img_feat, cam, encoding.intrinsics, official=self.config.official)
+        flip = torch.tensor(FLIP, dtype=cam.dtype, device=cam.device)
+        return feat, cam * flip - encoding.center[:, None]
+
+    def _check_points(self, encoding: RefOccEncoding, points: Tensor, name: str) -> None:
+        check_tensor(points, name)
+        b = check_shape(points, "B N 3", name)["B"]
+        if not points.dtype.is_floating_point:
+            raise TypeError(f"{name}: expected a float tensor, got {points.dtype}")
+        if b != encoding.batch_size:
+            raise ValueError(f"{name} and encoding: mismatched batch size ({b} vs {encoding.batch_size})")
+        check_finite(points, name)
+
+    def _decode_hand(self, encoding: RefOccEncoding, side: Side, points: Tensor, *, pen: bool,
+                     scratch: Tensor | None) -> HandOutput:
+        """`side`'s network at points in `side`'s query frame (pen=False) or the other hand's (pen=True).
+
+        Everything runs in chunks of ``config.chunk_points`` points so that memory stays bounded at any
+        point count. In official mode the frozen InitOcc references the camera z of query 0 of the points
+        passed to it (official quirk); each later chunk is therefore evaluated with query 0 prepended (its
+        extra output dropped), which gives exactly the values of one call on all points.
+        """
+        hand = encoding.inputs(side)
+        frame_side = _other(side) if pen else side
+        other = encoding.inputs(frame_side) if pen else None
+        henc = encoding.hand(side)
+        cache = henc.cache_pen if pen else henc.cache
+        b, n = points.shape[:2]
+        step = max(1, self.config.chunk_points // max(b, 1))
+        logits, inits = [], []
+        for s in range(0, n, step):
+            chunk = points[:, s:s + step]
+            lead = 1 if (s > 0 and self.config.official_quirks) else 0
+            with torch.no_grad():
+                init_pts = torch.cat([points[:, :1], chunk], dim=1) if lead else chunk
+                init = self.init_occ.decode(encoding.init_occ, hand, init_pts, side, pen=pen,
+                                            other=other).occupancy[:, lead:]
+            feat, xyz = self.query_features(encoding, chunk, frame_side)
+            qfeat = torch.cat([feat, init[..., None].expand(-1, -1, 32)], dim=2)
+            logits.append(self.trans_dec(xyz, qfeat, cache, chunk_size=self.config.chunk_points,
+                                         scratch=scratch))
+            inits.append(init)
+        empty = points.new_zeros(b, 0, dtype=torch.float32)
+        logit = torch.cat(logits, dim=1) if logits else empty
+        init = torch.cat(inits, dim=1) if inits else empty
+        return HandOutput(occupancy=torch.sigmoid(logit), logit=logit, init_occupancy=init)
+
+    def decode(self, encoding: RefOccEncoding, points_left: Tensor, points_right: Tensor, *,
+               pen: bool = False) -> RefOccOutput:
+        """Refined occupancy of both hands at their query points.
+
+        Args:
+            encoding: from :meth:`encode` for the same B images.
+            points_left: (B, N_L, 3) points in the left hand's query frame (0.4·p = metres, mirrored world).
+            points_right: (B, N_R, 3) points in the right hand's query frame.
+            pen: also evaluate each hand's network at the other hand's points (penetration loss inputs).
+        Returns:
+            :class:`RefOccOutput`; float32.
+        """
+        if not isinstance(encoding, RefOccEncoding):
+            raise TypeError(f"encoding: expected a RefOccEncoding, got {type(encoding).__name__}")
+        points = {"left": points_left, "right": points_right}
+        for side in SIDES:
+            self._check_points(encoding, points[side], f"points_{side}")
+        scratch = None
+        if not torch.is_grad_enabled():  # one decoder scratch buffer for every chunk of this call
+            most = max(points_left.shape[0] * points_left.shape[1], points_right.shape[0] * points_right.shape[1])
+            scratch = self.trans_dec.scratch(min(most, self.config.chunk_points), encoding.img_feat)
+        main = {s: self._decode_hand(encoding, s, points[s], pen=False, scratch=scratch) for s in SIDES}
+        if pen:
+            other = {s: self._decode_hand(encoding, s, points[_other(s)], pen=True, scratch=scratch)
+                     for s in SIDES}
+        else:
+            other = {s: self._empty(encoding) for s in SIDES}
+        return RefOccOutput(left=main["left"], right=main["right"], pen_left=other["left"],
+                            pen_right=other["right"])
+
+    @staticmethod
+    def _empty(encoding: RefOccEncoding) -> HandOutput:
+        z = encoding.img_feat.new_zeros(encoding.batch_size, 0)
+        return HandOutput(occupancy=z, logit=z, init_occupancy=z)
+
+    def forward(self, image: Tensor, camera: Camera, intrinsics: Tensor, left: HandInputs, right: HandInputs,
+                anchors_left: Tensor, anchors_right: Tensor, points_left: Tensor, points_right: Tensor, *,
+                pen: bool = False) -> RefOccOutput:
+        """Encode and decode in one call (training entry point)."""
+        enc = self.encode(image, camera, intrinsics, left, right, anchors_left, anchors_right)
+        return self.decode(enc, points_left, points_right, pen=pen)

@@ -1,0 +1,210 @@
+"""RefOcc: every golden array (official mode), batching, point counts, default-mode fixes, key names,
+input errors."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from im2hands.golden import ref_occ as golden_check
+from im2hands.models.init_occ import Camera, HandInputs
+from im2hands.models.ref_occ import RefOcc, RefOccConfig, RefOccEncoding
+
+from ..conftest import GOLDEN_DIR
+
+CPU = torch.device("cpu")
+NAMES = sorted(np.load(GOLDEN_DIR / "ref_occ.npz").files)
+
+
+@pytest.fixture(scope="module")
+def model(golden):
+    return golden_check.golden_model(golden, CPU, chunk_points=700)     # several decoder chunks
+
+
+@pytest.fixture(scope="module")
+def inputs(golden):
+    return golden_check.golden_inputs(golden, CPU)
+
+
+@pytest.fixture(scope="module")
+def arrays(model, inputs):
+    return golden_check.golden_arrays(model, inputs)
+
+
+@pytest.fixture(scope="module")
+def encoding(model, inputs):
+    with torch.no_grad():
+        return model.encode(inputs.image, inputs.camera, inputs.intrinsics, inputs.left, inputs.right,
+                            inputs.anchors_left, inputs.anchors_right)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_golden_array(golden, arrays, name):
+    r = golden_check.compare("ref_occ", name, arrays[name], golden["ref_occ"][name], golden_check.atol_for(name))
+    assert r.passed, r.line()
+
+
+def test_golden_check_covers_every_array(golden):
+    assert set(golden_check.ATOL) == {n.removesuffix("_left").removesuffix("_right") for n in NAMES}
+    assert len(NAMES) == 36
+
+
+def test_state_dict_keys_and_shapes_equal_official_manifest():
+    manifest = json.loads((GOLDEN_DIR / "keys_ref_occ.json").read_text())
+    ours = {k: tuple(v.shape) for k, v in RefOcc().state_dict().items()}
+    assert list(ours) == [e["key"] for e in manifest] or set(ours) == {e["key"] for e in manifest}
+    assert ours == {e["key"]: tuple(e["shape"]) for e in manifest}
+
+
+# ------------------------------------------------------------------------------------------ batching
+
+
+def _perturbed(inputs, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    eps = lambda t, s: t + s * torch.randn(t.shape, generator=g, dtype=t.dtype)  # noqa: E731
+    hand = lambda h: dataclasses.replace(h, root_xyz=eps(h.root_xyz, 0.003))     # noqa: E731
+    return dataclasses.replace(
+        inputs, image=eps(inputs.image, 0.3), left=hand(inputs.left), right=hand(inputs.right),
+        anchors_left=eps(inputs.anchors_left, 1.0), anchors_right=eps(inputs.anchors_right, 1.0),
+        points_left=eps(inputs.points_left, 0.01), points_right=eps(inputs.points_right, 0.01))
+
+
+def _stack(a, b):
+    cat = lambda x, y: torch.cat([x, y], 0)  # noqa: E731
+    hand = lambda h1, h2: HandInputs(**{f.name: cat(getattr(h1, f.name), getattr(h2, f.name))  # noqa: E731
+                                        for f in dataclasses.fields(HandInputs)})
+    return dataclasses.replace(
+        a, image=cat(a.image, b.image), camera=Camera(R=cat(a.camera.R, b.camera.R), T=cat(a.camera.T, b.camera.T)),
+        intrinsics=cat(a.intrinsics, b.intrinsics), left=hand(a.left, b.left), right=hand(a.right, b.right),
+        anchors_left=cat(a.anchors_left, b.anchors_left), anchors_right=cat(a.anchors_right, b.anchors_right),
+        points_left=cat(a.points_left, b.points_left), points_right=cat(a.points_right, b.points_right))
+
+
+def test_batch_of_two_equals_per_row_runs(golden, model, inputs):
+    other = _perturbed(inputs)
+    both = golden_check.golden_arrays(model, _stack(inputs, other))
+    row1 = golden_check.golden_arrays(model, other)
+    expected = golden["ref_occ"]
+    for name in NAMES:
+        tol = golden_check.atol_for(name)
+        r0 = golden_check.compare("ref_occ", name, both[name][:1], expected[name], tol)
+        r1 = golden_check.compare("ref_occ", name, both[name][1:], row1[name].numpy(), tol)
+        assert r0.passed, "row 0: " + r0.line()
+        assert r1.passed, "row 1: " + r1.line()
+    # the perturbed row really is different (else the test proves nothing)
+    assert (both["ref_logit_left"][1] - both["ref_logit_left"][0]).abs().max() > 1e-3
+
+
+# -------------------------------------------------------------------------------------- point counts
+
+
+def test_other_point_counts(golden, model, encoding, inputs):
+    r = golden["ref_occ"]
+    with torch.no_grad():
+        # a prefix keeps query 0 (official init_occ's z reference): the golden values must come back
+        out = model.decode(encoding, inputs.points_left[:, :701], inputs.points_right[:, :5], pen=True)
+        np.testing.assert_allclose(out.left.logit.numpy(), r["ref_logit_left"][:, :701], atol=1.5e-5, rtol=0)
+        np.testing.assert_allclose(out.right.logit.numpy(), r["ref_logit_right"][:, :5], atol=1.5e-5, rtol=0)
+        assert out.pen_left.logit.shape == (1, 5) and out.pen_right.logit.shape == (1, 701)
+        # more points than the golden set (repeat it): the first 2048 are the golden values
+        big = model.decode(encoding, inputs.points_left.repeat(1, 3, 1)[:, :5000], inputs.points_right[:, :1])
+        np.testing.assert_allclose(big.left.logit[:, :2048].numpy(), r["ref_logit_left"], atol=1.5e-5, rtol=0)
+        assert big.left.occupancy.shape == (1, 5000) and big.right.occupancy.shape == (1, 1)
+        assert big.pen_left.occupancy.shape == (1, 0)
+        empty = model.decode(encoding, inputs.points_left[:, :0], inputs.points_right[:, :3])
+        assert empty.left.occupancy.shape == (1, 0) and empty.right.occupancy.shape == (1, 3)
+
+
+# -------------------------------------------------------------------------------------- default mode
+
+
+@pytest.fixture(scope="module")
+def default_model(model):
+    m = RefOcc(RefOccConfig(official_quirks=False, chunk_points=500))
+    m.load_state_dict(model.state_dict())
+    return m.eval()
+
+
+def test_default_mode_fixes(default_model, inputs, golden):
+    m = default_model
+    with torch.no_grad():
+        enc = m.encode(inputs.image, inputs.camera, inputs.intrinsics, inputs.left, inputs.right,
+                       inputs.anchors_left, inputs.anchors_right)
+        pl, pr = inputs.points_left[:, :600], inputs.points_right[:, :400]
+        out = m.decode(enc, pl, pr, pen=True)
+        perm = torch.randperm(600, generator=torch.Generator().manual_seed(0))
+        out_perm = m.decode(enc, pl[:, perm], pr, pen=True)
+    for side in ("left", "right"):
+        h = enc.hand(side)
+        assert h.z_pen is h.z_context and h.cache_pen is h.cache                   # context applied once
+    r = golden["ref_occ"]
+    assert not np.array_equal(enc.right.points.fps_indices[0].numpy(), r["fps_idx_stage1_right"])  # no skip
+    # pixel-centre sampling differs from the official (uv - 128)/128 mapping, but only slightly
+    d = (m.query_features(enc, pl, "left")[0] - torch.from_numpy(r["query_img_feat_left"][:, :600])).abs().max()
+    assert 1e-6 < d < 0.5
+    # outputs do not depend on the order of the points (official init_occ does)
+    torch.testing.assert_close(out_perm.left.logit, out.left.logit[:, perm], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_perm.pen_right.logit, out.pen_right.logit[:, perm], atol=1e-5, rtol=0)
+    for o in (out.left, out.right, out.pen_left, out.pen_right):
+        assert torch.isfinite(o.logit).all() and ((o.occupancy > 0) & (o.occupancy < 1)).all()
+        torch.testing.assert_close(o.occupancy, torch.sigmoid(o.logit))
+
+
+def test_init_occ_frozen_and_in_eval(default_model):
+    m = default_model
+    m.train()
+    assert m.training and not m.init_occ.training and not any(p.requires_grad for p in m.init_occ.parameters())
+    assert all(p.requires_grad for p in m.trans_dec.parameters())
+    m.eval()
+
+
+def test_gradients_reach_trainable_parts(default_model, inputs):
+    m = default_model
+    enc = m.encode(inputs.image, inputs.camera, inputs.intrinsics, inputs.left, inputs.right,
+                   inputs.anchors_left, inputs.anchors_right)
+    out = m.decode(enc, inputs.points_left[:, :50], inputs.points_right[:, :50], pen=True)
+    (out.left.occupancy.sum() + out.pen_right.occupancy.sum()).backward()
+    for mod in (m.trans_dec, m.trans_enc, m.context_enc, m.image_final_layer, m.hms_global_layer):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in mod.parameters()), mod
+    m.zero_grad(set_to_none=True)
+
+
+# -------------------------------------------------------------------------------------------- errors
+
+
+def test_input_errors(model, inputs, encoding):
+    a = inputs
+    enc_args = [a.image, a.camera, a.intrinsics, a.left, a.right, a.anchors_left, a.anchors_right]
+
+    def enc_with(i, value):
+        args = list(enc_args)
+        args[i] = value
+        return model.encode(*args)
+
+    with pytest.raises(ValueError, match="anchors_left"):
+        enc_with(5, a.anchors_left[:, :500])
+    with pytest.raises(ValueError, match="anchors_right.*NaN"):
+        bad = a.anchors_right.clone()
+        bad[0, 3, 1] = float("nan")
+        enc_with(6, bad)
+    with pytest.raises(ValueError, match="image"):
+        enc_with(0, a.image[:, :, :128])
+    with pytest.raises(ValueError, match="intrinsics"):
+        enc_with(2, a.intrinsics.repeat(2, 1, 1))
+    with pytest.raises(TypeError, match="camera"):
+        enc_with(1, a.camera.R)
+    with pytest.raises(ValueError, match="points_left"):
+        model.decode(encoding, a.points_left[0], a.points_right)
+    with pytest.raises(ValueError, match="points_right.*NaN"):
+        bad = a.points_right.clone()
+        bad[0, 0, 0] = float("nan")
+        model.decode(encoding, a.points_left, bad)
+    with pytest.raises(ValueError, match="points_left and encoding: mismatched batch"):
+        model.decode(encoding, a.points_left.repeat(2, 1, 1), a.points_right)
+    with pytest.raises(TypeError, match="encoding"):
+        model.decode(None, a.points_left, a.points_right)
+    with pytest.raises(ValueError, match="chunk_points"):
+        RefOccConfig(chunk_points=0)
+    assert isinstance(encoding, RefOccEncoding)
