@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from im2hands.models.init_occ import Camera, HandInputs, InitOcc, InitOccConfig  # noqa: E402
+from im2hands.models.init_occ import CHUNK_POINTS_PER_THREAD, Camera, HandInputs, InitOcc, InitOccConfig  # noqa: E402
 from tests.models.test_init_occ import reference_part_logits  # noqa: E402
 
 
@@ -79,9 +79,11 @@ def main() -> None:
     ap.add_argument("--loop-points", type=int, default=20_000, help="points per hand for the loop baseline")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    ap.add_argument("--chunk", type=int, default=InitOccConfig.chunk_points, help="InitOccConfig.chunk_points")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="InitOccConfig.chunk_points (default: the config's, 2,048 per thread)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    chunk = args.chunk or CHUNK_POINTS_PER_THREAD * torch.get_num_threads()  # what decode uses
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     hands = {"left": random_hand(g), "right": random_hand(g)}
@@ -89,7 +91,7 @@ def main() -> None:
     image = torch.randn(1, 3, 256, 256, generator=g)
     pts = {s: 0.55 * (2 * torch.rand(1, args.points, 3, generator=g) - 1) for s in hands}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, points/hand {args.points}, "
-          f"chunk {args.chunk}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+          f"chunk {chunk}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
           f"load average {os.getloadavg()[0]:.1f}")
 
     for official in (False, True):
@@ -102,10 +104,10 @@ def main() -> None:
             n_loop = min(args.loop_points, args.points)
             sub = {s: pts[s][:, :n_loop] for s in hands}
             t_loop, c_loop = tmin_wall_cpu(lambda: [loop_decode(model, enc, hands[s], sub[s], s,
-                                                                model.config.chunk_points) for s in hands],
+                                                                chunk) for s in hands],
                                            max(1, args.reps - 1))
             err = max((model.decode(enc, hands[s], sub[s], s).part_logits
-                       - loop_decode(model, enc, hands[s], sub[s], s, model.config.chunk_points)).abs().max().item()
+                       - loop_decode(model, enc, hands[s], sub[s], s, chunk)).abs().max().item()
                       for s in hands)
         fast, fast_cpu = 2 * args.points / t_dec, 2 * args.points / c_dec * args.threads
         slow, slow_cpu = 2 * n_loop / t_loop, 2 * n_loop / c_loop * args.threads

@@ -29,7 +29,7 @@ ATOL: dict[str, float] = {
 """Absolute tolerance per array family (README §6; ``bone_coords`` is float64, hence 1e-12)."""
 
 
-def golden_init_occ(golden: Golden, device: torch.device, *, official: bool = True, chunk_points: int = 2048):
+def golden_init_occ(golden: Golden, device: torch.device, *, official: bool = True, chunk_points: int | None = None):
     """:class:`InitOcc` (ResNet-50) with the golden rule weights, in eval mode on `device`."""
     from im2hands.models.init_occ import InitOcc, InitOccConfig
 

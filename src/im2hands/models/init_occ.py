@@ -81,6 +81,10 @@ TOKEN_DIM = 19
 """Query token: 3 camera coordinates + 16 point-embedding channels."""
 
 
+CHUNK_POINTS_PER_THREAD = 2048
+"""Default decode chunk per torch thread: (16 bones x 2,048 points x 64) float32 activations per thread."""
+
+
 @dataclass(frozen=True)
 class InitOccConfig:
     """Initial occupancy network: image encoder, query-image attention and 16 part-MLPs per hand."""
@@ -89,14 +93,16 @@ class InitOccConfig:
     """Reproduce the official forward exactly, quirks included (needed to match official checkpoints'
     numbers); False fixes the quirks (see the module docstring and ``docs/OFFICIAL_QUIRKS.md``). The same
     flag name as the other networks' configs, so ``convert-official`` sets it."""
-    chunk_points: int = 2048
+    chunk_points: int | None = None
     """Points (summed over batch rows) evaluated at once inside ``decode``; bounds memory to about
-    ``chunk_points * 12 kB``; results do not depend on it."""
+    ``chunk_points * 12 kB``; results do not depend on it. None: 2,048 per torch thread, so that each
+    thread's share of the activations stays cache-sized (measured fastest on 1 and 2 threads,
+    ``docs/PERFORMANCE.md``)."""
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     """Backbone of the image encoder (official: ResNet-50)."""
 
     def __post_init__(self):
-        if not isinstance(self.chunk_points, int) or self.chunk_points < 1:
+        if self.chunk_points is not None and (not isinstance(self.chunk_points, int) or self.chunk_points < 1):
             raise ValueError(f"chunk_points: expected a positive int, got {self.chunk_points!r}")
 
     @property
@@ -429,7 +435,8 @@ class InitOcc(nn.Module):
         ctx = encoding.grid(side)
         img_ex = self.img_ex(side)
         z_ref = None
-        step = max(1, self.config.chunk_points // max(b, 1))
+        chunk = self.config.chunk_points or CHUNK_POINTS_PER_THREAD * torch.get_num_threads()
+        step = max(1, chunk // max(b, 1))
         keep_graph = torch.is_grad_enabled()
         workspace = None if keep_graph else Workspace(points.device)   # buffers do not support autograd
         logits: list[Tensor] = []
