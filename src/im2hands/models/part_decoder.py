@@ -106,6 +106,10 @@ class StackedWeights:
     """(16, 48, 8) the per-bone global projections, transposed."""
     global_proj_b: Tensor
     """(16, 1, 8)."""
+    w1_aug: Tensor
+    """(16, 65, 64) ``[w1; b1]``: layer 1 on ``[a0, 1]`` (the bias as the weight row of a constant-1 input)."""
+    w2_img_aug: Tensor
+    """(16, 20, 64) ``[w2_img; b2]``: the image term of layer 2 on ``[f, 1]``, bias included."""
 
 
 class PartDecoder(nn.Module):
@@ -175,6 +179,8 @@ class PartDecoder(nn.Module):
             b4=bias(4).unsqueeze(1),
             global_proj_w=gp_w.transpose(1, 2).contiguous(),
             global_proj_b=gp_b.unsqueeze(1),
+            w1_aug=torch.cat([w1.transpose(1, 2) + eye, bias(1).unsqueeze(1)], dim=1),
+            w2_img_aug=torch.cat([w2[:, :, HIDDEN:].transpose(1, 2), bias(2).unsqueeze(1)], dim=1),
         )
 
     # ------------------------------------------------------------------ per-row code
@@ -221,33 +227,43 @@ class PartDecoder(nn.Module):
         K, m = NUM_BONES, B * n
         if workspace is not None and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
             workspace = None  # out= buffers do not support autograd
-        buf_a = workspace.get(0, (K, m, HIDDEN)) if workspace is not None else None
+        # Bias folding (measured: ~1 ms less per 4,096-point chunk on 2 threads). ``baddbmm(bias, x, w)``
+        # first broadcasts the bias into the whole (16, m, 64) output, one extra memory pass per layer.
+        # Instead a bias is the weight row of a constant-1 input column, so the GEMM writes the output once:
+        # layer 0 reads [x, 1] and also emits a constant-1 column 64 (weight column [0, 0, 0, 1]; LeakyReLU
+        # keeps 1), which layer 1 uses for its bias; the image term of layer 2 reads [f, 1]. Layers 2 and 3
+        # keep baddbmm: a 65-wide GEMM output (to carry the 1 on) costs more than the bias pass it saves.
+        buf_0 = workspace.get(0, (K, m, HIDDEN + 1)) if workspace is not None else None
+        buf_a = workspace.get(0, (K, m, HIDDEN)) if workspace is not None else None   # a0 is dead by then
         buf_b = workspace.get(1, (K, m, HIDDEN)) if workspace is not None else None
 
-        def layer(bias: Tensor, x: Tensor, w: Tensor, out: Tensor | None) -> Tensor:
-            if out is None:
-                return torch.baddbmm(bias, x, w)
-            return torch.baddbmm(bias, x, w, out=out)
+        def layer(bias: Tensor | None, x: Tensor, w: Tensor, out: Tensor | None) -> Tensor:
+            if bias is None:
+                return torch.bmm(x, w) if out is None else torch.bmm(x, w, out=out)
+            return torch.baddbmm(bias, x, w) if out is None else torch.baddbmm(bias, x, w, out=out)
 
         bias0 = code.layer0_bias.transpose(0, 1).reshape(K * B, 1, HIDDEN)       # (16B, 1, 64)
-        a0 = buf_a.view(K * B, n, HIDDEN) if buf_a is not None else None
         if official:
             xb = bone_coords(points_dec, code.unpose, official=True).float()       # (B, n, 16, 3)
             xb = xb.permute(2, 0, 1, 3).reshape(K * B, n, 3)
             w0 = sw.w0_xyz.unsqueeze(1).expand(-1, B, -1, -1).reshape(K * B, 3, HIDDEN)
-            h = layer(bias0, xb, w0, a0)                                            # (16B, n, 64)
+            x1 = torch.cat([xb, xb.new_ones(K * B, n, 1)], dim=-1)                 # (16B, n, 4)
         else:
             # layer 0 on x_b = A_b q + t_b  ==  q @ (A_b^T W0x_b) + (t_b @ W0x_b)
             rot = code.unpose[:, :, :3, :3]                                         # (B, 16, 3, 3)
             trans = code.unpose[:, :, :3, 3]                                        # (B, 16, 3)
-            w0 = torch.einsum("bkij,kio->kbjo", rot, sw.w0_xyz)                      # (16, B, 3, 64)
-            b0 = torch.einsum("bki,kio->kbo", trans, sw.w0_xyz).reshape(K * B, 1, HIDDEN)
-            q = points_dec.unsqueeze(0).expand(K, -1, -1, -1).reshape(K * B, n, 3)
-            h = layer(bias0 + b0, q, w0.reshape(K * B, 3, HIDDEN), a0)              # (16B, n, 64)
-        h = F.leaky_relu_(h.view(K, m, HIDDEN), LEAKY_SLOPE)                         # a0
-        h = F.leaky_relu_(layer(sw.b1, h, sw.w1, buf_b), LEAKY_SLOPE)               # a1 (a0 + L1 folded)
-        f = img_feat.reshape(1, m, IMG_FEAT_DIM).expand(K, -1, -1)
-        g = layer(sw.b2, f, sw.w2_img, buf_a)                                       # image term of L2
+            w0 = torch.einsum("bkij,kio->kbjo", rot, sw.w0_xyz).reshape(K * B, 3, HIDDEN)
+            bias0 = bias0 + torch.einsum("bki,kio->kbo", trans, sw.w0_xyz).reshape(K * B, 1, HIDDEN)
+            q1 = torch.cat([points_dec, points_dec.new_ones(B, n, 1)], dim=-1)     # (B, n, 4)
+            x1 = q1.unsqueeze(0).expand(K, -1, -1, -1).reshape(K * B, n, 4)
+        # (16B, 4, 65): [[W0, 0], [bias, 1]] -> output [layer-0 pre-activation, 1]
+        w0_aug = torch.cat([torch.cat([w0, bias0], dim=1),
+                            F.pad(w0.new_ones(K * B, 1, 1), (0, 0, 3, 0))], dim=2)
+        a0 = buf_0.view(K * B, n, HIDDEN + 1) if buf_0 is not None else None
+        h = F.leaky_relu_(layer(None, x1, w0_aug, a0).view(K, m, HIDDEN + 1), LEAKY_SLOPE)  # [a0, 1]
+        h = F.leaky_relu_(layer(None, h, sw.w1_aug, buf_b), LEAKY_SLOPE)           # a1 (a0 + L1 folded)
+        f1 = torch.cat([img_feat.reshape(m, IMG_FEAT_DIM), img_feat.new_ones(m, 1)], dim=-1)
+        g = layer(None, f1.unsqueeze(0).expand(K, -1, -1), sw.w2_img_aug, buf_a)  # image term + b2
         g = g.baddbmm_(h, sw.w2_hidden) if buf_a is not None else torch.baddbmm(g, h, sw.w2_hidden)
         h = F.leaky_relu_(g, LEAKY_SLOPE)                                           # a2
         h = F.leaky_relu_(layer(sw.b3, h, sw.w3, buf_b), LEAKY_SLOPE)               # a3
