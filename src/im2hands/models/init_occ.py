@@ -84,10 +84,12 @@ TOKEN_DIM = 19
 CHUNK_POINTS_PER_THREAD = 2048
 """Default decode chunk per torch thread: (16 bones x 2,048 points x 64) float32 activations per thread."""
 
-TOKEN_CHUNKS = 8
+TOKEN_CHUNKS = 16
 """Query tokens and the query-image attention run on blocks of this many decoder chunks at once: their
-tensors are small ((n, 19) per point), so at 4,096 points most of their time is per-op overhead and
-thread wake-ups; 8 chunks cut that about 8-fold for a few MB more memory (measured, ``docs/PERFORMANCE.md``)."""
+tensors are small (a few hundred bytes per point), so on one 4,096-point chunk most of their time is
+per-op overhead and thread wake-ups; blocks of 16 chunks (65,536 points on 2 threads, some 50 MB of
+transient attention tensors) cut that 16-fold (2 threads: ~290k vs ~240k points/s, ``docs/PERFORMANCE.md``).
+Each token depends only on its own point, so results do not depend on it."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,8 @@ class InitOccConfig:
     flag name as the other networks' configs, so ``convert-official`` sets it."""
     chunk_points: int | None = None
     """Points (summed over batch rows) evaluated at once inside ``decode``; bounds memory to about
-    ``chunk_points * 12 kB``; results do not depend on it. None: 2,048 per torch thread, so that each
-    thread's share of the activations stays cache-sized (measured fastest on 1 and 2 threads,
+    ``chunk_points * 12 kB`` (plus the attention of ``TOKEN_CHUNKS`` chunks); results do not depend on it.
+    None: 2,048 per torch thread, so that each thread's share of the activations stays cache-sized (measured fastest on 1 and 2 threads,
     ``docs/PERFORMANCE.md``)."""
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     """Backbone of the image encoder (official: ResNet-50)."""
