@@ -103,8 +103,8 @@ class InitOccConfig:
     chunk_points: int | None = None
     """Points (summed over batch rows) evaluated at once inside ``decode``; bounds memory to about
     ``chunk_points * 12 kB`` (plus the attention of ``TOKEN_CHUNKS`` chunks); results do not depend on it.
-    None: 2,048 per torch thread, so that each thread's share of the activations stays cache-sized (measured fastest on 1 and 2 threads,
-    ``docs/PERFORMANCE.md``)."""
+    None: 2,048 per torch thread, so that each thread's share of the activations stays cache-sized
+    (measured fastest on 1 and 2 threads, ``docs/PERFORMANCE.md``)."""
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     """Backbone of the image encoder (official: ResNet-50)."""
 

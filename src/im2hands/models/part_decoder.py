@@ -15,9 +15,10 @@ Per bone ``b`` and decoder point ``q = p / 0.4`` (``p`` in the hand's query spac
   ``a3 = lrelu(L3(a2) + a2)``, ``logit_b = L4(a3)``, with ``f`` the 19-dim image feature of the point.
 
 Speed: nothing here loops over bones per point. The per-bone weights are stacked once per call into
-(16, in, out) tensors and every layer is one ``baddbmm`` over all bones; the residual is folded into the
-weights (``W + I``); everything constant over the points of a row (bone length, bone latent, global
-projection, and in default mode the bone transform itself) is folded into a per-(row, bone) layer-0 bias.
+(16, in, out) tensors and every layer is one batched GEMM over all bones; the residual is folded into the
+weights (``W + I``); the biases of layers 0-2 are weight rows of constant-1 input columns (see ``forward``);
+everything constant over the points of a row (bone length, bone latent, global projection, and in default
+mode the bone transform itself) is folded into a per-(row, bone) layer-0 bias.
 The state dict keeps the official names (``global_proj{b}``, ``bone_encoder.linear{1,2}``, ``lin{b}_{i}``)
 so official checkpoints load by name.
 """
