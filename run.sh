@@ -29,8 +29,14 @@ setup() {
             "${pip[@]}" install torch
         else
             echo "[setup] no GPU: installing the CPU build of torch 2.13.0" >&2
-            "${pip[@]}" install --extra-index-url https://download.pytorch.org/whl/cpu --timeout 20 --retries 1 \
-                "torch==2.13.0" || "${pip[@]}" install "torch==2.13.0"
+            # PyTorch's CPU wheel index, where it can be reached; otherwise the configured package sources
+            # (which may hold a local CPU wheel).
+            if "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('https://download.pytorch.org/whl/cpu/', timeout=5)" \
+                    >/dev/null 2>&1; then
+                "${pip[@]}" install --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+            else
+                "${pip[@]}" install "torch==2.13.0"
+            fi
         fi
     fi
     echo "[setup] installing im2hands and its dependencies into $VENV" >&2
