@@ -164,3 +164,41 @@ def test_checkpoint_format_round_trip_and_errors(tmp_path):
         build_model("kpts_ref", {"encoder": {"depthh": 18}})
     with pytest.raises(ValueError, match="unknown network kind 'foo'"):
         save_checkpoint(tmp_path / "x.ckpt", model="foo", config={}, state_dict={})
+
+
+def test_round_trip_init_occ_reproduces_golden(golden, tmp_path):
+    from im2hands.golden import init_occ as golden_init
+
+    state = golden.state_dict("init_occ")
+    src = _save_official(tmp_path / "init_occ.pt", state)
+    dst = tmp_path / "init_occ.ckpt"
+    assert main(["convert-official", str(src), str(dst), "--model", "init_occ"]) == 0
+    model = load_model(dst).eval()
+    assert model.config.official_quirks is True
+    device = torch.device("cpu")
+    expected = golden["init_occ"]
+    with torch.no_grad():
+        enc = model.encode(torch.from_numpy(golden.inputs["image"]), golden_init.golden_camera(golden, device))
+        for side in ("left", "right"):
+            hand = golden_init.golden_hand(golden, side, device)
+            out = model.decode(enc, hand, torch.from_numpy(golden.inputs[f"p_{side}"]), side)
+            for name, value in ((f"occ_{side}", out.occupancy), (f"part_logits_{side}", out.part_logits)):
+                r = compare("init_occ", name, value, expected[name], 2e-6)
+                assert r.passed, r.line()
+
+
+def test_round_trip_ref_occ_reproduces_golden(golden, tmp_path):
+    from im2hands.golden import ref_occ as golden_ref
+
+    state = golden.state_dict("ref_occ")
+    src = _save_official(tmp_path / "model_best.pt", state)
+    dst = tmp_path / "ref_occ.ckpt"
+    assert main(["convert-official", str(src), str(dst), "--model", "ref_occ"]) == 0
+    model = load_model(dst).eval()
+    assert model.config.official_quirks is True
+    actual = golden_ref.golden_arrays(model, golden_ref.golden_inputs(golden, torch.device("cpu")))
+    expected = golden["ref_occ"]
+    for name in ("ref_occ_left", "ref_occ_right", "pen_ref_occ_left", "pen_ref_occ_right",
+                 "ref_logit_left", "ref_logit_right"):
+        r = compare("ref_occ", name, actual[name], expected[name], golden_ref.atol_for(name))
+        assert r.passed, r.line()
