@@ -58,7 +58,8 @@ def read_official(path: str | Path) -> dict[str, Tensor]:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - report any unpickling failure with the file name
-        raise ValueError(f"{path}: cannot read as a torch checkpoint ({type(e).__name__}: {e})") from None
+        first_line = (str(e).strip().splitlines() or [""])[0]  # torch's own advice follows; keep the cause
+        raise ValueError(f"{path}: cannot read as a torch checkpoint ({type(e).__name__}: {first_line})") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not obj:
