@@ -16,26 +16,43 @@ def _add_check_official(sub) -> None:
         "check-official",
         help="compare our networks with a folder of official golden outputs",
         description="Rebuild the official weights from the folder's weight rule (manifest.json), run our "
-                    "code on its inputs and print each array's max error beside its tolerance. Exits 1 if "
-                    "any array fails.",
+                    "code on its inputs and print each array's max error beside the error its tolerance class "
+                    "allows (abs + rel * max|golden|). Every array manifest.json lists is compared; a missing, "
+                    "unexpected or uncompared array fails. Exits 1 if any array fails or nothing was compared.",
     )
     p.add_argument("golden_dir", type=Path, help="folder in the golden layout (manifest.json, *.npz, keys_*.json)")
     p.add_argument("--networks", nargs="*", default=None, help="subset of checks to run (default: all)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE",
+                   help="also write every result (error, allowed error, class) to this JSON file")
     p.set_defaults(run=_run_check_official)
 
 
 def _run_check_official(args) -> int:
-    from im2hands.golden.check import run_checks
+    from im2hands.golden.check import run_checks, summarise
 
     results = run_checks(args.golden_dir, args.networks, device=args.device)
     for r in results:
         print(r.line())
-    failed = [r for r in results if not r.passed]
+    summary = summarise(results)
     networks = list(dict.fromkeys(r.network for r in results))
-    print(f"checked {len(results)} arrays of: {', '.join(networks)}")
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+    print(f"checked {summary.compared} arrays of: {', '.join(networks)}")
+    if summary.worst is not None:
+        w = summary.worst
+        print(f"closest to its bound: {w.network} {w.name} at {w.ratio:.2g} of the allowed error ({w.tolerance})")
+    print(f"{len(results) - summary.failed} passed, {summary.failed} failed")
+    if args.json is not None:
+        import json
+        import os
+
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps({"results": [r.to_json() for r in results], "compared": summary.compared,
+                                   "failed": summary.failed}, indent=1))
+        os.replace(tmp, args.json)
+    if summary.compared == 0:
+        print("nothing was compared: the golden folder holds no array that a check knows", file=sys.stderr)
+        return 1
+    return 0 if summary.ok else 1
 
 
 def _add_demo(sub) -> None:
@@ -102,38 +119,70 @@ def _add_synth(sub) -> None:
                     "where it stopped. Several splits in one command: --split train test --num 1000 200.",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--num", type=int, nargs="+", required=True, help="number of samples (one per --split)")
+    p.add_argument("--num", type=_count, nargs="+", required=True, help="number of samples (one per --split)")
     p.add_argument("--split", nargs="+", default=["train"], choices=("train", "val", "test"),
                    help="split name(s) (default: train)")
-    p.add_argument("--seed", type=int, default=0, help="job seed (default: 0)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--seed", type=_count, default=0, help="job seed (default: 0)")
+    p.add_argument("--workers", type=_positive, default=1, help="worker processes (default: 1)")
     p.add_argument("--mano", type=Path, default=None,
                    help="folder with MANO_RIGHT.pkl/MANO_LEFT.pkl (default: the built-in open hand model)")
-    p.add_argument("--points", type=int, default=100_000, help="occupancy points per hand (default: 100000)")
-    p.add_argument("--iou-points", type=int, default=10_000, help="uniform IoU points per hand (default: 10000)")
-    p.add_argument("--surface-points", type=int, default=10_000,
+    p.add_argument("--points", type=_positive, default=100_000, help="occupancy points per hand (default: 100000)")
+    p.add_argument("--iou-points", type=_positive, default=10_000,
+                   help="uniform IoU points per hand (default: 10000)")
+    p.add_argument("--surface-points", type=_positive, default=10_000,
                    help="surface points with normals per hand (default: 10000)")
-    p.add_argument("--gallery", type=int, default=8,
+    p.add_argument("--gallery", type=_count, default=8,
                    help="first samples of the first split shown in gallery.png, 0 for none (default: 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_synth)
 
 
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _run_synth(args) -> int:
-    from im2hands.data.synth.generate import SynthConfig, generate
+    from im2hands.data.synth.generate import SynthConfig, SynthWorkerError, check_inputs, generate
     from im2hands.data.synth.occupancy import OccupancyConfig
 
     if len(args.num) != len(args.split):
         raise ValueError(f"--num: expected one count per --split ({len(args.split)}), got {len(args.num)}")
+    if len(set(args.split)) != len(args.split):
+        raise ValueError(f"--split: each split once, got {args.split}")
+    if args.mano is not None and not args.mano.is_dir():
+        raise ValueError(f"--mano: {args.mano} is not a folder (it should hold MANO_RIGHT.pkl and MANO_LEFT.pkl)")
     occupancy = OccupancyConfig(
         num_points=args.points, num_iou_points=args.iou_points, num_surface_points=args.surface_points
     )
-    for k, (split, num) in enumerate(zip(args.split, args.num)):
-        config = SynthConfig(  # the gallery shows the first split named
-            out=args.out, num=num, split=split, seed=args.seed, workers=args.workers, mano_dir=args.mano,
-            occupancy=occupancy, gallery=args.gallery if k == 0 else 0, progress=not args.no_progress,
-        )
-        summary = generate(config)
+    configs = [SynthConfig(  # the gallery shows the first split named
+        out=args.out, num=num, split=split, seed=args.seed, workers=args.workers, mano_dir=args.mano,
+        occupancy=occupancy, gallery=args.gallery if k == 0 else 0, progress=not args.no_progress,
+    ) for k, (split, num) in enumerate(zip(args.split, args.num))]
+    try:  # every input is checked before the first file is written
+        check_inputs(configs[0])
+    except ValueError as e:
+        raise ValueError(str(e).replace("mano_dir:", "--mano:", 1)) from None
+    for config in configs:
+        try:
+            summary = generate(config)
+        except SynthWorkerError as e:
+            print(f"im2hands synth: error: {e}", file=sys.stderr)
+            return 1
         print("\n".join(summary.lines()))
     print(f"wrote {args.out / 'summary.json'}" + (f" and {args.out / 'gallery.png'}" if args.gallery else ""))
     return 0

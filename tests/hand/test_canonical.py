@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from im2hands.golden import canonicalisation as golden_canon
+from im2hands.golden.check import compare
+from im2hands.golden.tolerance import tolerance_for
 from im2hands.hand import skeleton
 from im2hands.hand.canonical import (QUERY_SCALE, canonicalise, canonicalise_detailed, points_to_query,
                                      query_to_points)
@@ -55,12 +57,12 @@ def test_batch_equals_per_hand(golden, official):
     for b in range(len(joints)):
         one = canonicalise(joints[b:b + 1], "right" if is_right[b] else "left", official_dtypes=official)
         # Vectorised float64 sin/atan2 may round differently by position in a batch: ~1e-16 per op.
-        torch.testing.assert_close(batch.unpose[b], one.unpose[0], atol=1e-13 if official else 1e-12, rtol=0)
+        # Batched and single-hand kernels may round differently (float32 stages: a few ulp, amplified by
+        # the matrix inverse in unpose); a real difference between the paths would be orders larger.
+        torch.testing.assert_close(batch.unpose[b], one.unpose[0], atol=1e-5 if official else 1e-12, rtol=0)
         for f in ("bone_lengths", "root_rot_mat"):
-            if official:  # the float32 stages are bit-identical
-                assert torch.equal(getattr(batch, f)[b], getattr(one, f)[0]), f
-            else:
-                torch.testing.assert_close(getattr(batch, f)[b], getattr(one, f)[0], atol=1e-14, rtol=0)
+            torch.testing.assert_close(getattr(batch, f)[b], getattr(one, f)[0], atol=1e-6 if official else 1e-14,
+                                       rtol=0, msg=f)
         assert torch.equal(batch.wrist[b], joints[b, 0])
 
 
@@ -80,14 +82,15 @@ def test_left_is_mirrored_right(golden, official):
     joints, _ = _extra_hands(golden, 6, seed=2)
     right = canonicalise(joints, "right", official_dtypes=official)
     left = canonicalise(skeleton.mirror_x(joints), "left", official_dtypes=official)
-    for f in FIELDS:
-        assert torch.equal(getattr(left, f), getattr(right, f)), f
+    for f in FIELDS:  # the same operations on mirrored inputs (the mirror is exact)
+        torch.testing.assert_close(getattr(left, f), getattr(right, f), atol=1e-6 if official else 1e-13, rtol=0,
+                                   msg=f)
     # A per-sample is_right tensor gives the same as the side strings.
     mixed = torch.tensor([True, False] * 3)
     inputs = torch.where(mixed.view(-1, 1, 1), joints, skeleton.mirror_x(joints))
     both = canonicalise(inputs, mixed, official_dtypes=official)
-    torch.testing.assert_close(both.unpose, right.unpose, atol=1e-13, rtol=0)
-    assert torch.equal(both.bone_lengths, right.bone_lengths)
+    torch.testing.assert_close(both.unpose, right.unpose, atol=1e-5 if official else 1e-13, rtol=0)
+    torch.testing.assert_close(both.bone_lengths, right.bone_lengths, atol=1e-6 if official else 1e-14, rtol=0)
 
 
 def test_rigid_motion_invariance(golden):
@@ -188,14 +191,17 @@ def test_query_round_trip(golden, side):
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_query_to_points_matches_official_camera_coords(golden, side):
-    """Official query points -> world -> camera equals ref_occ's stored camera coordinates exactly."""
+    """Official query points -> world -> camera equals ref_occ's stored camera coordinates (golden rule for
+    coordinates: float32 kernels round by an ulp differently across CPUs)."""
     inputs = golden.inputs
     c = canonicalise(torch.from_numpy(inputs[f"joints_world_{side}"]), side)
     p = torch.from_numpy(inputs[f"p_{side}"])
     x = query_to_points(p, c.wrist.float(), c.root_rot_mat, side)
     cam = torch.bmm(x, torch.from_numpy(inputs["cam_R"]).transpose(1, 2)) + torch.from_numpy(inputs["cam_T"])[:, None]
     expected = golden["ref_occ"][f"query_xyz_flip_{side}"]
-    np.testing.assert_array_equal((cam * torch.tensor([1.0, -1.0, -1.0])).numpy(), expected)
+    r = compare("ref_occ", f"query_xyz_flip_{side}", cam * torch.tensor([1.0, -1.0, -1.0]), expected,
+                tolerance_for(f"query_xyz_flip_{side}"))
+    assert r.passed, r.line()
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -206,7 +212,9 @@ def test_unpose_gives_official_bone_coords(golden, side):
     p = torch.from_numpy(inputs[f"p_{side}"]) / QUERY_SCALE  # float32, as officially
     hom = torch.cat([p, torch.ones(*p.shape[:-1], 1)], -1).double()
     coords = (c.unpose.float().double()[:, None] @ hom[:, :, None, :, None])[..., :3, 0]  # (B, N, 16, 3)
-    np.testing.assert_array_equal(coords.numpy(), golden["init_occ"][f"bone_coords_{side}"])
+    r = compare("init_occ", f"bone_coords_{side}", coords, golden["init_occ"][f"bone_coords_{side}"],
+                tolerance_for(f"bone_coords_{side}"))
+    assert r.passed, r.line()
 
 
 # --- errors ---------------------------------------------------------------------------------------------

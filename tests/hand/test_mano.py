@@ -55,7 +55,9 @@ def test_agrees_with_smplx(model_dir, side, flat_hand_mean, use_pca, ncomps):
     ours = M.ManoLayer(model_dir, side, use_pca=use_pca, num_pca_comps=ncomps, flat_hand_mean=flat_hand_mean,
                        fix_left_shapedirs=False, joint_order="mano")
     ref = _smplx_mano(model_dir, side, use_pca=use_pca, num_pca_comps=ncomps, flat_hand_mean=flat_hand_mean)
-    p = _params(5, ours.hand_pose_dim, seed=hash((side, flat_hand_mean, ncomps)) % 1000)
+    # a fixed seed per case (str hashes change with PYTHONHASHSEED: a failure could not be reproduced)
+    seed = 100 * ("right", "left").index(side) + 10 * int(flat_hand_mean) + (45, 6, 1, 30).index(ncomps)
+    p = _params(5, ours.hand_pose_dim, seed=seed)
     out = ours(**p)
     _assert_agrees(out, ref(**p))
     assert out.vertices.abs().max() > 0.1  # the poses are far from trivial
@@ -226,7 +228,7 @@ def test_missing_arguments_default_to_zeros(model_dir):
     assert torch.equal(out.full_pose, torch.zeros(3, 48, dtype=torch.float64))
     full = layer(global_orient=torch.zeros(3, 3, dtype=torch.float64), hand_pose=torch.zeros(3, 45, dtype=torch.float64),
                  betas=betas, transl=torch.zeros(3, 3, dtype=torch.float64))
-    torch.testing.assert_close(out.vertices, full.vertices, atol=0, rtol=0)
+    torch.testing.assert_close(out.vertices, full.vertices, atol=1e-15, rtol=0)
 
 
 def test_gradients_flow_to_every_input(model_dir):

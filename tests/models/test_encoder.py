@@ -102,5 +102,9 @@ def test_bad_inputs_raise_clear_errors():
         enc(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
     with pytest.raises(TypeError, match="image: expected a torch.Tensor"):
         enc([[0.0]])
+    nan_image = torch.zeros(1, 3, 64, 64)
+    nan_image[0, 2, 10, 7] = float("nan")
+    with pytest.raises(ValueError, match=r"image: contains NaN or inf \(first at index \(0, 2, 10, 7\)"):
+        enc(nan_image)
     with pytest.raises(ValueError, match="depth: expected one of"):
         ResNet(101)  # type: ignore[arg-type]

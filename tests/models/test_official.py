@@ -9,6 +9,7 @@ import torch
 from im2hands.cli import main
 from im2hands.golden import kpts_ref as golden_kpts
 from im2hands.golden.check import compare
+from im2hands.golden.tolerance import tolerance_for
 from im2hands.models.checkpoint import (
     FORMAT, StateDictMismatch, build_model, load_checkpoint, load_model, save_checkpoint,
 )
@@ -43,7 +44,7 @@ def test_round_trip_kpts_ref_reproduces_golden(golden, kpts_state, tmp_path):
     actual = golden_kpts.run(model, golden_kpts.golden_inputs(golden, torch.device("cpu")))
     expected = golden["kpts_ref"]
     for name in ("kpts_out_left", "kpts_out_right", "gcn3_feat_left", "gcn3_feat_right"):
-        r = compare("kpts_ref", name, actual[name], expected[name], golden_kpts._atol(name))
+        r = compare("kpts_ref", name, actual[name], expected[name], tolerance_for(name))
         assert r.passed, r.line()
 
 
@@ -183,7 +184,7 @@ def test_round_trip_init_occ_reproduces_golden(golden, tmp_path):
             hand = golden_init.golden_hand(golden, side, device)
             out = model.decode(enc, hand, torch.from_numpy(golden.inputs[f"p_{side}"]), side)
             for name, value in ((f"occ_{side}", out.occupancy), (f"part_logits_{side}", out.part_logits)):
-                r = compare("init_occ", name, value, expected[name], 2e-6)
+                r = compare("init_occ", name, value, expected[name], tolerance_for(name))
                 assert r.passed, r.line()
 
 
@@ -200,5 +201,5 @@ def test_round_trip_ref_occ_reproduces_golden(golden, tmp_path):
     expected = golden["ref_occ"]
     for name in ("ref_occ_left", "ref_occ_right", "pen_ref_occ_left", "pen_ref_occ_right",
                  "ref_logit_left", "ref_logit_right"):
-        r = compare("ref_occ", name, actual[name], expected[name], golden_ref.atol_for(name))
+        r = compare("ref_occ", name, actual[name], expected[name], tolerance_for(name))
         assert r.passed, r.line()

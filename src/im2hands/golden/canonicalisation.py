@@ -1,33 +1,28 @@
 """Golden check of the keypoint canonicalisation (``canonicalisation.npz`` and ``canon_extra.npz``).
 
-Tolerances (golden README §6): with the official dtype sequence, 1e-12 for float64 arrays and one float32
-ulp (at the array's largest magnitude) for float32 arrays. The float64 path (``official_dtypes=False``) is
-checked too, against the "full float64 port" tolerances: unpose 1e-4, root_rot_mat 5e-7, bone lengths
-1e-7.
+The official dtype sequence (float32 ops, some results stored float64) is compared with the tolerance
+classes of :mod:`im2hands.golden.tolerance`; our float64 path (``official_dtypes=False``) is compared too,
+against the "float64 port" classes (the golden's own float32 rounding).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from im2hands.golden.check import ArrayResult, Golden, compare
+from im2hands.golden.check import Comparison, Golden
+from im2hands.golden.tolerance import tolerance_for
 from im2hands.hand.canonical import canonicalise_detailed
 
 NETWORK = "canonicalisation"
-ATOL_F64 = 1e-12
-FLOAT64_PATH_ATOL = {"unpose": 1e-4, "root_rot_mat": 5e-7, "bone_lengths": 1e-7}
-"""Tolerances of a computation done entirely in float64 (measured max: 2.3e-5 / 1.3e-7 / 2.3e-8)."""
+GOLDEN_FILES = ("canonicalisation", "canon_extra")
+INPUT_ARRAYS = frozenset({"joints_world", "is_right"})
+"""``canon_extra.npz`` arrays that are inputs (the keypoints of ``canonicalisation.npz`` are in
+``inputs.npz``)."""
+FLOAT64_PATH = ("unpose", "root_rot_mat", "bone_lengths")
+"""Arrays our float64 path is compared on."""
 _OFFICIAL_NAMES = ("unpose", "bone_lengths", "root_rot_mat", "joints_halo_f32", "canon_joints_biomech", "glo_rot",
                    "posed_to_canonical_21")
 """Arrays of ``canonicalisation.npz`` (per side) that the official-dtype path reproduces."""
-
-
-def _atol(expected: np.ndarray) -> float:
-    """1e-12 for float64 arrays; one float32 ulp at the largest magnitude for float32 arrays."""
-    if expected.dtype == np.float32:
-        return float(np.spacing(np.abs(expected).max().astype(np.float32)))
-    return ATOL_F64
 
 
 def _official_arrays(d) -> dict[str, torch.Tensor]:
@@ -37,37 +32,52 @@ def _official_arrays(d) -> dict[str, torch.Tensor]:
 
 
 def array_names() -> list[str]:
-    """Names of the results :func:`check` returns, in order."""
+    """Names of the results :func:`comparisons` returns, in order."""
     names = []
     for side in ("left", "right"):
         names += [f"{n}_{side}" for n in _OFFICIAL_NAMES]
-        names += [f"{n}_{side} [f64 path]" for n in FLOAT64_PATH_ATOL]
-    for n in FLOAT64_PATH_ATOL:
+        names += [f"{n}_{side} [f64 path]" for n in FLOAT64_PATH]
+    for n in FLOAT64_PATH:
         names += [f"extra/{n}", f"extra/{n} [f64 path]"]
     return names
 
 
-def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
-    """Canonicalise the golden keypoints on `device` and compare every canonicalisation array."""
-    results: list[ArrayResult] = []
-    canon = golden["canonicalisation"]
+def comparisons(golden: Golden, device: torch.device, *, joints_world: dict[str, torch.Tensor] | None = None
+                ) -> list[Comparison]:
+    """Canonicalise the golden keypoints on `device`; one comparison per canonicalisation array.
+
+    `joints_world`: per side, keypoints to use instead of the golden ones (to prove that a changed
+    keypoint fails the check).
+    """
+    out: list[Comparison] = []
     for side in ("left", "right"):
         joints = torch.from_numpy(golden.inputs[f"joints_world_{side}"]).to(device)
+        if joints_world is not None and side in joints_world:
+            joints = joints_world[side].to(device)
         ours = _official_arrays(canonicalise_detailed(joints, side))
         for name, value in ours.items():
             key = f"{name}_{side}"
-            results.append(compare(NETWORK, key, value, canon[key], _atol(canon[key])))
+            out.append(Comparison("canonicalisation", key, value, tolerance_for(key)))
         f64 = canonicalise_detailed(joints, side, official_dtypes=False).canonical
-        for name, atol in FLOAT64_PATH_ATOL.items():
+        for name in FLOAT64_PATH:
             key = f"{name}_{side}"
-            results.append(compare(NETWORK, f"{key} [f64 path]", getattr(f64, name), canon[key], atol))
+            out.append(Comparison("canonicalisation", key, getattr(f64, name),
+                                  tolerance_for(key, float64_port=True), label=f"{key} [f64 path]"))
 
     extra = golden["canon_extra"]
     joints = torch.from_numpy(extra["joints_world"]).to(device)
     is_right = torch.from_numpy(extra["is_right"] != 0).to(device)
     ours = canonicalise_detailed(joints, is_right).canonical
     f64 = canonicalise_detailed(joints, is_right, official_dtypes=False).canonical
-    for name, atol in FLOAT64_PATH_ATOL.items():
-        results.append(compare(NETWORK, f"extra/{name}", getattr(ours, name), extra[name], _atol(extra[name])))
-        results.append(compare(NETWORK, f"extra/{name} [f64 path]", getattr(f64, name), extra[name], atol))
-    return results
+    for name in FLOAT64_PATH:
+        out.append(Comparison("canon_extra", name, getattr(ours, name), tolerance_for(name)))
+        out.append(Comparison("canon_extra", name, getattr(f64, name), tolerance_for(name, float64_port=True),
+                              label=f"extra/{name} [f64 path]"))
+    return out
+
+
+def check(golden: Golden, device: torch.device):
+    """Every canonicalisation result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
+    from im2hands.golden.check import check_network
+
+    return check_network(golden, NETWORK, device)

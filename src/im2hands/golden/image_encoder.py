@@ -1,17 +1,19 @@
 """Golden check of the image encoder (IntagHand's ResNetSimple with ResNet-50) against ``image_encoder.npz``.
 
 The weights are the golden rule's ``image_encoder.*`` entries (identical in all three official models); the
-input is ``inputs.npz`` ``image``. Tolerance (golden README §6): encoder maps atol 5e-6.
+input is ``inputs.npz`` ``image``. Tolerances: :mod:`im2hands.golden.tolerance` ("features").
 """
 
 from __future__ import annotations
 
 import torch
 
-from im2hands.golden.check import ArrayResult, Golden, compare
+from im2hands.golden.check import Comparison, Golden
+from im2hands.golden.tolerance import tolerance_for
 
 NETWORK = "image_encoder"
-ATOL = 5e-6
+GOLDEN_FILES = ("image_encoder",)
+INPUT_ARRAYS: frozenset[str] = frozenset()
 
 
 def sub_state_dict(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -28,8 +30,8 @@ def golden_encoder(golden: Golden, device: torch.device):
     return enc.to(device).eval()
 
 
-def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
-    expected = golden["image_encoder"]
+def comparisons(golden: Golden, device: torch.device) -> list[Comparison]:
+    """Run the encoder on the golden image; one comparison per map of ``image_encoder.npz``."""
     enc = golden_encoder(golden, device)
     image = torch.from_numpy(golden.inputs["image"]).to(device)
     with torch.no_grad():
@@ -39,4 +41,13 @@ def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
         actual[f"img_fmap{i}"] = out.img_fmaps[i]
         actual[f"hms_fmap{i}"] = out.hms_fmaps[i]
         actual[f"dp_fmap{i}"] = out.dp_fmaps[i]
-    return [compare(NETWORK, name, actual[name], expected[name], ATOL) for name in expected]
+    # the manifest says which maps are stored (not every level of every branch)
+    return [Comparison("image_encoder", name, actual[name], tolerance_for(name))
+            for name in golden.listed("image_encoder") if name in actual]
+
+
+def check(golden: Golden, device: torch.device):
+    """Every encoder result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
+    from im2hands.golden.check import check_network
+
+    return check_network(golden, NETWORK, device)

@@ -2,7 +2,7 @@
 
 Weights: the golden rule's ``init_occ`` state dict, loaded by name into :class:`InitOcc` (official mode).
 Inputs: ``inputs.npz`` (image, camera, roots, query points) and ``canonicalisation.npz`` (unpose, bone
-lengths, root_rot_mat). Every array of ``init_occ.npz`` is compared with the golden README §6 tolerances,
+lengths, root_rot_mat). Every array of ``init_occ.npz`` is compared (tolerances: :mod:`im2hands.golden.tolerance`),
 plus ``pen_init_occ_{left,right}`` of ``ref_occ.npz`` (the ``pen=True`` pass that ref_occ runs: this hand's
 network at the other hand's query points).
 """
@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from im2hands.golden.check import ArrayResult, Golden, compare
+from im2hands.golden.check import Comparison, Golden
+from im2hands.golden.tolerance import tolerance_for
 
 NETWORK = "init_occ"
-
-ATOL: dict[str, float] = {
-    "occ": 2e-6,
-    "img_feat": 5e-6,
-    "query_token": 5e-6,
-    "local_img_feat": 5e-6,
-    "grid_tokens": 5e-6,
-    "part_logits": 2e-6,
-    "bone_latent": 1e-7,
-    "global_proj": 1e-7,
-    "bone_coords": 1e-12,
-}
-"""Absolute tolerance per array family (README §6; ``bone_coords`` is float64, hence 1e-12)."""
+GOLDEN_FILES = ("init_occ",)
+INPUT_ARRAYS: frozenset[str] = frozenset()
 
 
 def golden_init_occ(golden: Golden, device: torch.device, *, official: bool = True, chunk_points: int | None = None):
@@ -55,8 +45,8 @@ def golden_camera(golden: Golden, device: torch.device):
     return Camera(R=torch.from_numpy(i["cam_R"]).to(device), T=torch.from_numpy(i["cam_T"]).to(device))
 
 
-def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
-    expected = golden["init_occ"]
+def comparisons(golden: Golden, device: torch.device) -> list[Comparison]:
+    """Run InitOcc on the golden inputs; one comparison per array of ``init_occ.npz`` and the pen pass."""
     model = golden_init_occ(golden, device)
     image = torch.from_numpy(golden.inputs["image"]).to(device)
     actual: dict[str, torch.Tensor] = {}
@@ -81,14 +71,16 @@ def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
                                torch.from_numpy(golden.inputs[f"p_{other}"]).to(device), side, pen=True,
                                other=golden_hand(golden, other, device))
             actual[f"pen_init_occ_{side}"] = pen.occupancy
-    results = []
-    for name in expected:
-        family = name.removesuffix("_left").removesuffix("_right")
-        if name not in actual or family not in ATOL:
-            results.append(ArrayResult(NETWORK, name, tuple(expected[name].shape), float("inf"), 0.0))
-            continue
-        results.append(compare(NETWORK, name, actual[name], expected[name], ATOL[family]))
-    for side in ("left", "right"):
-        name = f"pen_init_occ_{side}"
-        results.append(compare(NETWORK, name, actual[name], golden["ref_occ"][name], ATOL["occ"]))
-    return results
+    comps = [Comparison("init_occ", name, actual[name], tolerance_for(name))
+             for name in golden.listed("init_occ") if name in actual]
+    # the pen pass is stored with ref_occ's arrays
+    comps += [Comparison("ref_occ", f"pen_init_occ_{side}", actual[f"pen_init_occ_{side}"],
+                         tolerance_for(f"pen_init_occ_{side}")) for side in ("left", "right")]
+    return comps
+
+
+def check(golden: Golden, device: torch.device):
+    """Every InitOcc result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
+    from im2hands.golden.check import check_network
+
+    return check_network(golden, NETWORK, device)

@@ -1,25 +1,20 @@
 """Golden check of the keypoint refinement network (official mode) against ``kpts_ref.npz``.
 
 Inputs: ``joints_halo_rootrel_*`` (kpts_ref.npz), ``image``, ``cam_R``, ``cam_T``, ``*_root_xyz`` (inputs.npz);
-weights: the golden rule's kpts_ref state dict. Tolerances (golden README §6): normalised input and
-``left_mid_joint`` 1e-12 (float64, same operations), ``img_proj`` 5e-6, outputs (mm) 3e-5, ``gcn*_feat`` 4e-5.
+weights: the golden rule's kpts_ref state dict. Tolerances: :mod:`im2hands.golden.tolerance`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from im2hands.golden.check import ArrayResult, Golden, compare
+from im2hands.golden.check import Comparison, Golden
+from im2hands.golden.tolerance import tolerance_for
 
 NETWORK = "kpts_ref"
-ATOL = {"kpts_in": 1e-12, "left_mid_joint": 1e-12, "kpts_out": 3e-5, "img_proj": 5e-6, "gcn": 4e-5}
-
-
-def _atol(name: str) -> float:
-    for prefix, tol in ATOL.items():
-        if name.startswith(prefix):
-            return tol
-    raise KeyError(f"kpts_ref golden: no tolerance for array {name!r}")
+GOLDEN_FILES = ("kpts_ref",)
+INPUT_ARRAYS = frozenset({"joints_halo_rootrel_left", "joints_halo_rootrel_right"})
+"""The dataset-level keypoints the check feeds to the model."""
 
 
 def golden_model(golden: Golden, device: torch.device):
@@ -57,9 +52,15 @@ def run(model, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return arrays
 
 
-def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
-    expected = golden["kpts_ref"]
+def comparisons(golden: Golden, device: torch.device) -> list[Comparison]:
+    """Run KptsRef on the golden inputs; one comparison per result array of ``kpts_ref.npz``."""
     actual = run(golden_model(golden, device), golden_inputs(golden, device))
-    # the joints_halo_rootrel_* arrays are inputs, not results: not compared
-    return [compare(NETWORK, name, actual[name], expected[name], _atol(name))
-            for name in expected if not name.startswith("joints_halo_rootrel")]
+    return [Comparison("kpts_ref", name, actual[name], tolerance_for(name))
+            for name in golden.listed("kpts_ref") if name in actual and name not in INPUT_ARRAYS]
+
+
+def check(golden: Golden, device: torch.device):
+    """Every KptsRef result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
+    from im2hands.golden.check import check_network
+
+    return check_network(golden, NETWORK, device)

@@ -3,7 +3,7 @@
 Weights: the golden rule's ``ref_occ`` state dict (frozen ``init_occ.*`` copy included). Inputs: image,
 camera (R, T, K), roots, query points and anchors from ``inputs.npz``; unposing matrices, bone lengths and
 root rotations from ``canonicalisation.npz``. One ``encode`` and one ``decode(pen=True)`` produce every
-array. Tolerances: golden README §6 (FPS indices exact).
+array. Tolerances: :mod:`im2hands.golden.tolerance` (FPS indices exact).
 """
 
 from __future__ import annotations
@@ -14,27 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from im2hands.golden.check import ArrayResult, Golden, compare
+from im2hands.golden.check import Comparison, Golden
+from im2hands.golden.tolerance import tolerance_for
 
 NETWORK = "ref_occ"
 
-ATOL: dict[str, float] = {
-    "ref_occ": 2e-6, "pen_ref_occ": 2e-6, "init_occ": 2e-6, "pen_init_occ": 2e-6,
-    "img_global": 5e-6, "query_img_feat": 5e-6, "anchor_img_feat": 5e-6,
-    "query_xyz_flip": 1e-7, "anchor_xyz_flip": 1e-7, "center_xyz": 1e-7, "enc_anchors": 1e-7,
-    "enc_z": 2e-5, "enc_anchor_feats": 2e-5, "ctx_z": 2e-5, "pen_ctx_z": 2e-5,
-    "ref_logit": 1.5e-5, "pen_ref_logit": 1.5e-5,
-    "fps_idx_stage1": 0.0, "fps_idx_stage2": 0.0,
-}
-"""Absolute tolerance per array family (name without ``_left``/``_right``), golden README §6."""
-
-
-def atol_for(name: str) -> float:
-    """Tolerance of golden array `name` (e.g. ``ref_logit_left``)."""
-    base = name.removesuffix("_left").removesuffix("_right")
-    if base not in ATOL:
-        raise KeyError(f"no tolerance for golden array {name!r}")
-    return ATOL[base]
+GOLDEN_FILES = ("ref_occ",)
+INPUT_ARRAYS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -125,13 +111,15 @@ def golden_arrays(model, inputs: GoldenInputs) -> dict[str, torch.Tensor]:
     return arrays
 
 
-def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
-    expected = golden["ref_occ"]
+def comparisons(golden: Golden, device: torch.device) -> list[Comparison]:
+    """Run RefOcc on the golden inputs; one comparison per array of ``ref_occ.npz``."""
     actual = golden_arrays(golden_model(golden, device), golden_inputs(golden, device))
-    results = []
-    for name in expected:
-        if name not in actual:
-            results.append(ArrayResult(NETWORK, name, tuple(expected[name].shape), float("inf"), atol_for(name)))
-        else:
-            results.append(compare(NETWORK, name, actual[name], expected[name], atol_for(name)))
-    return results
+    return [Comparison("ref_occ", name, actual[name], tolerance_for(name))
+            for name in golden.listed("ref_occ") if name in actual]
+
+
+def check(golden: Golden, device: torch.device):
+    """Every RefOcc result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
+    from im2hands.golden.check import check_network
+
+    return check_network(golden, NETWORK, device)

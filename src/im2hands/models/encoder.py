@@ -23,7 +23,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from im2hands._checks import check_shape, check_tensor
+from im2hands._checks import check_finite, check_shape, check_tensor
 from im2hands.models.resnet import ResNet
 
 
@@ -133,6 +133,7 @@ class ImageEncoder(nn.Module):
         h, w = image.shape[-2:]
         if h % 32 or w % 32 or h == 0 or w == 0:
             raise ValueError(f"image: height and width must be positive multiples of 32, got {h}x{w}")
+        check_finite(image, "image")
         st = self.resnet.stages(image)
         hms, hms_fmaps = self.hms_decoder(st.layer4)
         out, dp_fmaps = self.dp_decoder(st.layer4)

@@ -334,7 +334,11 @@ class InitOcc(nn.Module):
             camera: the images' extrinsics (batch size B).
         """
         check_tensor(image, "image")
-        b = check_shape(image, "B 3 H W", "image")["B"]
+        # img_feat is read on a 64 x 64 grid: the network takes the 256 x 256 crop
+        b = check_shape(image, "B 3 256 256", "image")["B"]
+        if not image.dtype.is_floating_point:
+            raise TypeError(f"image: expected a float tensor (normalised RGB), got {image.dtype}")
+        check_finite(image, "image")
         if not isinstance(camera, Camera):
             raise TypeError(f"camera: expected a Camera, got {type(camera).__name__}")
         if camera.batch_size != b:

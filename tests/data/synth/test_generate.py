@@ -166,3 +166,67 @@ def test_fork_is_refused_after_rendering_here(serial_run, tmp_path):
     with pytest.raises(ValueError, match="fork"):
         _start_method(_config(tmp_path, workers=2, start_method="fork"))
     assert _start_method(_config(tmp_path, workers=2)) == "spawn"
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def _synth_cli(*args: str):
+    from im2hands.cli import main
+
+    return main(["synth", *args, "--num", "1", "--points", "500", "--iou-points", "100", "--surface-points", "100",
+                 "--gallery", "0", "--no-progress"])
+
+
+def test_missing_mano_dir_is_named_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _synth_cli("--out", str(out), "--mano", str(tmp_path / "nowhere")) == 2
+    assert "--mano" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unreadable_mano_files_are_named_and_a_corrected_rerun_works(tmp_path, capsys):
+    from im2hands.hand.openhand import openhand_dir
+
+    bad = tmp_path / "mano"
+    bad.mkdir()
+    (bad / "MANO_RIGHT.pkl").write_bytes(b"not a pickle")
+    (bad / "MANO_LEFT.pkl").write_bytes(b"not a pickle")
+    out = tmp_path / "out"
+    assert _synth_cli("--out", str(out), "--mano", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert "--mano" in err and "MANO_RIGHT.pkl" in err
+    assert not out.exists()   # validated before anything was written: no job.json to refuse the rerun
+    assert _synth_cli("--out", str(out), "--mano", str(openhand_dir())) == 0
+    assert (out / "train" / "000000.npz").is_file()
+
+
+def test_negative_gallery_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _synth_cli("--out", str(tmp_path / "out"), "--gallery", "-1")
+    assert e.value.code == 2
+    assert "--gallery" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="gallery"):
+        SynthConfig(out=tmp_path, num=1, gallery=-1)
+
+
+def test_failing_worker_ends_the_job_with_its_message(tmp_path):
+    """A pool whose workers cannot start must end the job (never re-spawn workers without end)."""
+    import os
+    import subprocess
+    import sys
+
+    import im2hands
+
+    root = Path(__file__).parents[3]
+    code = ("from pathlib import Path\n"
+            "from im2hands.data.synth.generate import SynthConfig, SynthWorkerError, generate\n"
+            "from im2hands.data.synth.occupancy import OccupancyConfig\n"
+            f"c = SynthConfig(out=Path({str(tmp_path)!r}), num=3, workers=2, gallery=0, progress=False,\n"
+            "    occupancy=OccupancyConfig(num_points=500, num_iou_points=100, num_surface_points=100),\n"
+            "    scene_module='tests.data.synth.failing_scene', start_method='spawn')\n"
+            "try:\n    generate(c)\nexcept SynthWorkerError as e:\n    print('WORKER-ERROR', e)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(im2hands.__file__).parents[1]), str(root)]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=root)
+    assert "WORKER-ERROR" in proc.stdout, proc.stdout + proc.stderr
+    assert "disk unreadable in this worker" in proc.stdout

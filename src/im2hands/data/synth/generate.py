@@ -81,6 +81,11 @@ class SynthConfig:
             raise ValueError(f"start_method: expected 'auto', 'fork' or 'spawn', got {self.start_method!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an int >= 0, got {self.seed!r}")
+        if not isinstance(self.gallery, int) or self.gallery < 0:
+            raise ValueError(f"gallery: expected an int >= 0 (0: no gallery), got {self.gallery!r}")
+        if self.mano_dir is not None and not Path(self.mano_dir).is_dir():
+            raise ValueError(f"mano_dir: {self.mano_dir} is not a folder (it should hold MANO_RIGHT.pkl and "
+                             "MANO_LEFT.pkl)")
 
     def content_args(self) -> dict[str, Any]:
         """The arguments that decide what a sample contains (everything but num, workers, display)."""
@@ -275,15 +280,24 @@ def make_sample(
 _STATE: dict[str, Any] = {}
 
 
+class SynthWorkerError(RuntimeError):
+    """A worker process could not start or make a sample; the message is the worker's."""
+
+
 def _init_worker(config: SynthConfig) -> None:
-    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-    from im2hands.data.synth.render import HandRenderer
+    """Set up one worker. Never raises: a pool whose initializer raises re-spawns workers without end, so
+    the error is kept and raised by the worker's first task instead, which ends the job."""
+    try:
+        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+        from im2hands.data.synth.render import HandRenderer
 
-    import torch
+        import torch
 
-    torch.set_num_threads(1)  # one thread per process: parallelism comes from the processes
-    api = _scene_api(config.scene_module)
-    _STATE.update(config=config, api=api, hands=api.load_hand_models(config.mano_dir), renderer=HandRenderer())
+        torch.set_num_threads(1)  # one thread per process: parallelism comes from the processes
+        api = _scene_api(config.scene_module)
+        _STATE.update(config=config, api=api, hands=api.load_hand_models(config.mano_dir), renderer=HandRenderer())
+    except Exception as e:  # noqa: BLE001 -- reported by _work with its type and message
+        _STATE["init_error"] = f"worker {os.getpid()} could not start: {type(e).__name__}: {e}"
 
 
 def sample_path(out: Path, split: str, index: int) -> Path:
@@ -292,6 +306,8 @@ def sample_path(out: Path, split: str, index: int) -> Path:
 
 
 def _work(index: int) -> int:
+    if "init_error" in _STATE:
+        raise SynthWorkerError(_STATE["init_error"])
     c: SynthConfig = _STATE["config"]
     sample = make_sample(
         c.seed, c.split, index, hands=_STATE["hands"], api=_STATE["api"], renderer=_STATE["renderer"],
@@ -455,10 +471,33 @@ def _start_method(config: SynthConfig) -> str:
     return method
 
 
+def check_inputs(config: SynthConfig) -> None:
+    """Open everything the job reads (the hand models) before anything is written.
+
+    Raises:
+        ValueError: naming ``mano_dir`` (or ``scene_module``) and the cause.
+    """
+    try:
+        api = _scene_api(config.scene_module)
+    except ImportError as e:
+        raise ValueError(f"scene_module: cannot import {config.scene_module!r} ({e})") from None
+    try:
+        api.load_hand_models(config.mano_dir)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        where = "the built-in open hand model" if config.mano_dir is None else str(config.mano_dir)
+        raise ValueError(f"mano_dir: cannot load the hand models from {where}: {e}") from None
+
+
 def generate(config: SynthConfig) -> SynthSummary:
-    """Run the job: make every missing or corrupt sample of the split, then write summary and gallery."""
+    """Run the job: make every missing or corrupt sample of the split, then write summary and gallery.
+
+    Inputs are checked before anything is written (:func:`check_inputs`). A worker that fails ends the job
+    with :class:`SynthWorkerError` carrying the worker's message; samples already written stay valid and a
+    rerun continues from them.
+    """
     from tqdm import tqdm
 
+    check_inputs(config)
     _check_job_file(config)
     todo, corrupt = pending_indices(config)
     for msg in corrupt:
@@ -483,14 +522,22 @@ def generate(config: SynthConfig) -> SynthSummary:
                 _work(i)
                 done()
         finally:
-            _STATE["renderer"].close()
+            if "renderer" in _STATE:
+                _STATE["renderer"].close()
             _STATE.clear()
             torch.set_num_threads(threads)  # leave the calling process as it was
     elif todo:
         ctx = mp.get_context(_start_method(config))
         with ctx.Pool(min(config.workers, len(todo)), initializer=_init_worker, initargs=(config,)) as pool:
-            for _ in pool.imap_unordered(_work, todo, chunksize=1):
-                done()
+            try:
+                for _ in pool.imap_unordered(_work, todo, chunksize=1):
+                    done()
+            except SynthWorkerError:
+                bar.close()
+                raise
+            except Exception as e:  # a sample failed inside a worker: end the job with the worker's message
+                bar.close()
+                raise SynthWorkerError(f"a worker failed: {type(e).__name__}: {e}") from e
     bar.close()
     seconds = time.perf_counter() - start
     summary = summarise(config, len(todo), config.num - len(todo), len(corrupt), seconds, first)
