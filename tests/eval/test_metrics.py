@@ -315,6 +315,16 @@ def test_penetration_of_overlapping_spheres_is_the_lens(box):
     assert r.depth_mm == pytest.approx((2 * rad - d) / 2 / MM, abs=0.01), r   # 2.5 mm, lens half-thickness
 
 
+@pytest.mark.parametrize("box", ["tight", "bbox"])
+def test_penetration_of_nested_spheres_is_the_inner_ball(box):
+    # no vertex of either sphere is near the inside of the overlap: the tight region must fill its interior
+    inner, outer = sphere(0.005, centre=(0.001, 0, 0)), sphere(0.010)
+    r = penetration(inner, outer, seed=3, box=box)
+    assert abs(r.volume_mm3 - inner.volume / MM**3) < 5 * r.volume_se_mm3, (r, inner.volume / MM**3)
+    h = np.einsum("ij,ij->i", inner.triangles_center - [0.001, 0, 0], inner.face_normals).min()
+    assert h / MM - 0.01 < r.depth_mm <= h / MM + 1e-9, (r, h / MM)   # inradius of the inner polyhedron
+
+
 def test_penetration_of_separated_hands_is_zero():
     # bounding boxes overlap but the spheres are 1.2 mm apart
     a, b = sphere(0.010), sphere(0.010, centre=(0.015, 0.015, 0.0))
