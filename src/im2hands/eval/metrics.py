@@ -491,8 +491,9 @@ def penetration(mesh_a: MeshLike, mesh_b: MeshLike, *, n_points: int = 100_000, 
     boxes ``[v - r_v, v + r_v]`` of the vertices v that lie inside the other mesh or closer to its surface
     than r_v, their longest incident edge (these boxes provably cover the boundary of the intersection of
     closed meshes), plus every face-connected group of untouched cells whose centre is inside both (such a
-    group holds no boundary, so it is wholly inside or outside). For hands that merely touch this region
-    is far smaller than the box, so the standard error is smaller for the same count.
+    group holds no boundary, so it is wholly inside or outside). For finely meshed hands that merely touch
+    this region is far smaller than the box, so the standard error is smaller for the same count; coarse
+    meshes (long edges) gain less (``docs/EVALUATION.md``).
     Meshes whose bounding boxes do not overlap give exactly 0.
 
     The depth is the largest ``min(d_A, d_B)`` over the points found inside both (``d`` = distance to a
