@@ -1,0 +1,186 @@
+"""Result tables: aggregate per-sample metrics and write them as JSON and Markdown.
+
+:func:`aggregate` takes ``(name, SampleMetrics or failure)`` pairs in any order and returns a
+:class:`Report` whose samples and failures are sorted by name, so the same results always give the same
+files. :func:`write_report` writes ``metrics.json`` and ``metrics.md`` atomically (a temporary file in the
+same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+
+from im2hands.eval.metrics import HAND_METRIC_UNITS, PAIR_METRIC_UNITS, SampleMetrics
+
+__all__ = ["Failure", "HandRow", "PairRow", "Report", "aggregate", "report_to_json", "report_to_markdown",
+           "write_report"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A sample whose evaluation failed."""
+
+    name: str
+    message: str
+    """``"ExceptionType: message"`` or the message given."""
+
+
+@dataclass(frozen=True)
+class HandRow:
+    """Mean of one per-hand metric over the evaluated samples."""
+
+    metric: str
+    """Field name of :class:`~im2hands.eval.metrics.HandMetrics`."""
+    unit: str
+    right: float
+    left: float
+    mean: float
+    """Mean over samples of the per-sample mean of both hands."""
+
+
+@dataclass(frozen=True)
+class PairRow:
+    """Mean of one pair metric over the evaluated samples."""
+
+    metric: str
+    """Field name of :class:`~im2hands.eval.metrics.PairMetrics`."""
+    unit: str
+    mean: float
+
+
+@dataclass(frozen=True)
+class Report:
+    """Aggregated results. Means are NaN when no sample was evaluated."""
+
+    count: int
+    """Samples evaluated."""
+    failed: int
+    """Samples whose evaluation failed."""
+    hands: tuple[HandRow, ...]
+    pair: tuple[PairRow, ...]
+    failures: tuple[Failure, ...]
+    """Sorted by name."""
+    samples: tuple[tuple[str, SampleMetrics], ...]
+    """Per-sample metrics, sorted by name."""
+
+
+Outcome = Union[SampleMetrics, BaseException, str]
+
+
+def aggregate(results: Iterable[tuple[str, Outcome]]) -> Report:
+    """Aggregate per-sample results.
+
+    Args:
+        results: ``(name, outcome)`` pairs; the outcome is a :class:`SampleMetrics`, or the exception (or
+            message) of a sample that failed. Names must be unique.
+    Returns:
+        :class:`Report` with per-hand means (right, left, both) and pair means over the evaluated samples.
+    """
+    ok: dict[str, SampleMetrics] = {}
+    failures: dict[str, Failure] = {}
+    for item in results:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise ValueError(f"results: expected (name, outcome) pairs, got {item!r}")
+        name, outcome = item
+        if name in ok or name in failures:
+            raise ValueError(f"results: sample name {name!r} appears twice; names must be unique")
+        if isinstance(outcome, SampleMetrics):
+            ok[name] = outcome
+        elif isinstance(outcome, BaseException):
+            failures[name] = Failure(name, f"{type(outcome).__name__}: {outcome}")
+        elif isinstance(outcome, str):
+            failures[name] = Failure(name, outcome)
+        else:
+            raise ValueError(f"results: outcome of {name!r} must be SampleMetrics, an exception or a message, "
+                             f"got {type(outcome).__name__}")
+    samples = tuple(sorted(ok.items()))
+
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values)) if values else float("nan")
+
+    hands = tuple(
+        HandRow(k, unit, mean([getattr(s.right, k) for _, s in samples]), mean([getattr(s.left, k) for _, s in samples]),
+                mean([getattr(s.mean, k) for _, s in samples]))
+        for k, unit in HAND_METRIC_UNITS.items())
+    pair = tuple(PairRow(k, unit, mean([getattr(s.pair, k) for _, s in samples])) for k, unit in PAIR_METRIC_UNITS.items())
+    return Report(count=len(samples), failed=len(failures), hands=hands, pair=pair,
+                  failures=tuple(failures[n] for n in sorted(failures)), samples=samples)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def report_to_json(report: Report) -> dict:
+    """The report as a JSON-ready dict (NaN and inf become ``null``)."""
+    def clean(d: dict) -> dict:
+        return {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in d.items()}
+
+    return {
+        "count": report.count,
+        "failed": report.failed,
+        "hands": [clean(asdict(r)) for r in report.hands],
+        "pair": [clean(asdict(r)) for r in report.pair],
+        "failures": [asdict(f) for f in report.failures],
+        "samples": [
+            {"name": name,
+             "right": clean(asdict(s.right)), "left": clean(asdict(s.left)), "mean": clean(asdict(s.mean)),
+             "pair": clean(asdict(s.pair))}
+            for name, s in report.samples],
+    }
+
+
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:.4f}" if abs(x) < 10 else f"{x:.2f}"
+
+
+def report_to_markdown(report: Report) -> str:
+    """The report as a Markdown page: a per-hand table, a pair table and the failures."""
+    lines = ["# Evaluation", "", f"Samples evaluated: {report.count}; failed: {report.failed}.", "",
+             "| metric | unit | right | left | mean |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r.metric} | {r.unit or '-'} | {_fmt(r.right)} | {_fmt(r.left)} | {_fmt(r.mean)} |"
+              for r in report.hands]
+    lines += ["", "| pair metric | unit | mean |", "|---|---|---:|"]
+    lines += [f"| {r.metric} | {r.unit} | {_fmt(r.mean)} |" for r in report.pair]
+    if report.failures:
+        lines += ["", "## Failures", ""]
+        lines += [f"- `{f.name}`: {' '.join(f.message.split())}" for f in report.failures]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_report(report: Report, out_dir: Path | str, *, stem: str = "metrics") -> tuple[Path, Path]:
+    """Write ``{stem}.json`` and ``{stem}.md`` into `out_dir` (created if needed), each atomically.
+
+    Returns:
+        (json_path, markdown_path).
+    """
+    if not isinstance(report, Report):
+        raise TypeError(f"report: expected a Report (from aggregate), got {type(report).__name__}")
+    out = Path(out_dir)
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    _write_atomic(json_path, json.dumps(report_to_json(report), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+    _write_atomic(md_path, report_to_markdown(report))
+    return json_path, md_path
