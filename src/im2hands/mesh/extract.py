@@ -96,8 +96,8 @@ def _gather_box(grid: LevelGrid, lo: Tensor, hi: Tensor, level: int) -> tuple[Te
 class _Prior:
     """Seeded extraction: outside the evaluated band, points take the side of a previous extraction."""
 
-    fill: Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
-    threshold: float
+    field: _Field
+    """The previous extraction's state (its `fill` gives the previous values, its `threshold` their side)."""
 
 
 class _Field:
@@ -114,8 +114,8 @@ class _Field:
         """(values, known) on the level-`level` box [lo, hi]: finest grid wins, points take their floor point."""
         shape = tuple(int(h - l + 1) for l, h in zip(lo, hi))
         if self.prior is not None:
-            prev, _ = self.prior.fill(lo, hi, level)
-            inside = prev > self.prior.threshold
+            prev, _ = self.prior.field.fill(lo, hi, level)
+            inside = prev > self.prior.field.threshold
             t = self.threshold
             values = torch.where(inside, torch.full_like(prev, t + 1.0), torch.full_like(prev, t - 1.0))
         else:
@@ -391,6 +391,20 @@ def _refine(occupancy_fn: OccupancyFn, lattice: Lattice, fields: list[_Field],
 
 
 # --------------------------------------------------------------------------- marching cubes
+def _face_has_inside(f: _Field, axis: int, end: int) -> bool:
+    """True if an evaluated point on the lattice face ``index[axis] == end`` (of `f` or of its prior) is
+    above the threshold."""
+    d = f.lattice.upsampling_steps
+    for g in f.grids:
+        if g is None:
+            continue
+        p = (end >> (d - g.level)) - int(g.origin[axis])
+        if 0 <= p < g.values.shape[axis]:
+            if bool((g.known.select(axis, p) & (g.values.select(axis, p) > f.threshold)).any()):
+                return True
+    return f.prior is not None and _face_has_inside(f.prior.field, axis, end)
+
+
 def _face_crop(f: _Field, lattice: Lattice) -> list[tuple[Tensor, Tensor]]:
     """Padded-index boxes [lo, hi] of the cells between the lattice's faces and the -1e6 padding that the
     surface crosses (points on a face of the lattice with a value above the threshold)."""
@@ -399,18 +413,9 @@ def _face_crop(f: _Field, lattice: Lattice) -> list[tuple[Tensor, Tensor]]:
     dev = f.device
     for a in range(3):
         for end in (0, n):
-            # Only evaluated values decide a face (filled values are copies of evaluated ones on the same face,
-            # or, seeded, markers of a previous extraction's side, hence also of evaluated values).
-            maybe = f.prior is not None
-            for g in f.grids:
-                if g is None or maybe:
-                    continue
-                plane = end >> (d - g.level)
-                p = plane - int(g.origin[a])
-                if 0 <= p < g.values.shape[a]:
-                    v, k = g.values.select(a, p), g.known.select(a, p)
-                    maybe = bool((k & (v > t)).any())
-            if not maybe:
+            # Filled values are copies of evaluated values on the same face (floor keeps a face), or, seeded,
+            # markers of the previous extraction's side there: only evaluated values can put a face inside.
+            if not _face_has_inside(f, a, end):
                 continue
             lo = torch.zeros(3, dtype=torch.long, device=dev)
             hi = torch.full((3,), n, dtype=torch.long, device=dev)
@@ -571,7 +576,7 @@ def extract_meshes_seeded(
         raise ValueError("previous: all extractions must share one lattice")
     device = torch.device(device)
     d = lattice.upsampling_steps
-    fields = [_Field(lattice, float(threshold), device, _Prior(p._field.fill, p.threshold)) for p in previous]
+    fields = [_Field(lattice, float(threshold), device, _Prior(p._field)) for p in previous]
 
     # The safety check: the new fields on a coarse lattice of `safety_cells`^3 cells (stored in level 0).
     n0 = lattice.cells(0)
