@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from im2hands.golden.check import compare
 from im2hands.golden.init_occ import check, golden_camera, golden_hand, golden_init_occ
+from im2hands.golden.tolerance import tolerance_for
 from im2hands.models.init_occ import (
     Camera,
     HandInputs,
@@ -350,7 +352,9 @@ def test_hand_inputs_from_canonical_and_camera_convention(golden, side):
     joints = torch.from_numpy(golden.inputs[f"joints_world_{side}"])
     hand = HandInputs.from_canonical(canonicalise(joints, side), side)
     ref = golden_hand(golden, side, CPU)
-    torch.testing.assert_close(hand.unpose, ref.unpose, atol=1e-12, rtol=0)
+    # recomputed from the keypoints: the golden rule of the canonical transforms (float32 kernels differ by CPU)
+    r = compare("init_occ", f"unpose_{side}", hand.unpose, ref.unpose.numpy(), tolerance_for(f"unpose_{side}"))
+    assert r.passed, r.line()
     torch.testing.assert_close(hand.root_xyz, ref.root_xyz, atol=1e-7, rtol=0)   # stored x-mirrored if left
     # the model's query -> camera map agrees with hand.canonical's query -> world map
     cam = golden_camera(golden, CPU)
