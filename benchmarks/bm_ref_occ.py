@@ -101,8 +101,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats per figure (the best is kept)")
     a = ap.parse_args()
 
-    from im2hands.golden.check import Golden
-    from im2hands.golden.ref_occ import golden_inputs, golden_model
+    from im2hands.official.check import Golden
+    from im2hands.official.ref_occ import golden_inputs, golden_model
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from im2hands.golden import canonicalisation as golden_canon
+from im2hands.official import canonicalisation as golden_canon
 from im2hands.hand import skeleton
 from im2hands.hand.canonical import (QUERY_SCALE, canonicalise, canonicalise_detailed, points_to_query,
                                      query_to_points)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from im2hands.golden.init_occ import check, golden_camera, golden_hand, golden_init_occ
+from im2hands.official.init_occ import check, golden_camera, golden_hand, golden_init_occ
 from im2hands.models.init_occ import (
     Camera,
     HandInputs,
@@ -357,7 +357,7 @@ def test_hand_inputs_from_canonical_and_camera_convention(golden, side):
 @pytest.mark.parametrize("official_mode", [True, False])
 def test_golden_decoder_in_isolation(golden, side, official_mode):
     """The part decoder alone, fed the golden image features: logits, latents, projections, bone coords."""
-    from im2hands.golden.image_encoder import sub_state_dict
+    from im2hands.official.image_encoder import sub_state_dict
     from im2hands.models.part_decoder import bone_coords
 
     dec = PartDecoder().eval()

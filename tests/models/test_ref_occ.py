@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from im2hands.golden import ref_occ as golden_check
+from im2hands.official import ref_occ as golden_check
 from im2hands.models.init_occ import Camera, HandInputs
 from im2hands.models.ref_occ import RefOcc, RefOccConfig, RefOccEncoding
 

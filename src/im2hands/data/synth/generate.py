@@ -201,7 +201,7 @@ def make_sample(
     seed: int, split: str, index: int, *, hands: Any, api: _SceneAPI, renderer, occupancy: OccupancyConfig
 ) -> dict[str, np.ndarray]:
     """Make sample ``index`` of ``split``: a dict in the format of :mod:`im2hands.data.sample`."""
-    from im2hands.data.synth.render import random_appearance
+    from im2hands.viz.render import random_appearance
 
     rng_scene, rng_noise, rng_look, rng_occ = (np.random.default_rng(s) for s in sample_seed(seed, split, index).spawn(4))
     scene = api.sample_scene(rng_scene, hands)
@@ -277,7 +277,7 @@ _STATE: dict[str, Any] = {}
 
 def _init_worker(config: SynthConfig) -> None:
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-    from im2hands.data.synth.render import HandRenderer
+    from im2hands.viz.render import HandRenderer
 
     import torch
 
@@ -439,7 +439,7 @@ def _write_summary(out: Path, summary: SynthSummary) -> None:
 
 def _start_method(config: SynthConfig) -> str:
     """``fork`` or ``spawn`` for the worker pool (see :attr:`SynthConfig.start_method`)."""
-    from im2hands.data.synth import render
+    from im2hands.viz import render
 
     method = config.start_method
     if method == "auto":
@@ -496,7 +496,7 @@ def generate(config: SynthConfig) -> SynthSummary:
     summary = summarise(config, len(todo), config.num - len(todo), len(corrupt), seconds, first)
     _write_summary(config.out, summary)
     if config.gallery and config.num:
-        from im2hands.data.synth.gallery import save_gallery
+        from im2hands.viz.gallery import save_gallery
 
         paths = [sample_path(config.out, config.split, i) for i in range(min(config.gallery, config.num))]
         save_gallery(paths, Path(config.out) / "gallery.png")

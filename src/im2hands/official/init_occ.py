@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from im2hands.golden.check import ArrayResult, Golden, compare
+from im2hands.official.check import ArrayResult, Golden, compare
 
 NETWORK = "init_occ"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from im2hands.golden.check import ArrayResult, Golden, compare
+from im2hands.official.check import ArrayResult, Golden, compare
 
 NETWORK = "ref_occ"
 
@@ -76,7 +76,7 @@ def rule_sub_state_dict(golden: Golden, prefix: str) -> dict[str, torch.Tensor]:
 
     Cheaper than ``golden.state_dict("ref_occ")`` when only a sub-network is needed.
     """
-    from im2hands.golden.weights import load_keys, rule_tensor
+    from im2hands.official.weights import load_keys, rule_tensor
 
     return {e["key"][len(prefix):]: rule_tensor(e["key"], tuple(e["shape"]), e["dtype"], seed=golden.seed,
                                                 gain=golden.gain)

@@ -17,11 +17,11 @@ import torch
 
 # Network name -> module whose ``check(golden, device)`` returns list[ArrayResult]. Order = run order.
 CHECKS: dict[str, str] = {
-    "canonicalisation": "im2hands.golden.canonicalisation",
-    "image_encoder": "im2hands.golden.image_encoder",
-    "init_occ": "im2hands.golden.init_occ",
-    "ref_occ": "im2hands.golden.ref_occ",
-    "kpts_ref": "im2hands.golden.kpts_ref",
+    "canonicalisation": "im2hands.official.canonicalisation",
+    "image_encoder": "im2hands.official.image_encoder",
+    "init_occ": "im2hands.official.init_occ",
+    "ref_occ": "im2hands.official.ref_occ",
+    "kpts_ref": "im2hands.official.kpts_ref",
 }
 
 
@@ -94,7 +94,7 @@ class Golden:
 
     def state_dict(self, model: str) -> dict[str, torch.Tensor]:
         """Official state dict of `model` built with this folder's weight rule."""
-        from im2hands.golden.weights import rule_state_dict
+        from im2hands.official.weights import rule_state_dict
 
         return rule_state_dict(self.folder, model, seed=self.seed, gain=self.gain)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from im2hands.golden.check import ArrayResult, Golden, compare
+from im2hands.official.check import ArrayResult, Golden, compare
 
 NETWORK = "kpts_ref"
 ATOL = {"kpts_in": 1e-12, "left_mid_joint": 1e-12, "kpts_out": 3e-5, "img_proj": 5e-6, "gcn": 4e-5}
