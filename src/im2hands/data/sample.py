@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from im2hands.hand.skeleton import SIDES
+
 FORMAT_VERSION = 1
-SIDES = ("right", "left")
 
 
 @dataclass(frozen=True)

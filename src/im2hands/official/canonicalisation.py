@@ -1,7 +1,7 @@
 """Golden check of the keypoint canonicalisation (``canonicalisation.npz`` and ``canon_extra.npz``).
 
 Tolerances (golden README §6): with the official dtype sequence, 1e-12 for float64 arrays and one float32
-ulp (at the array's largest magnitude) for float32 arrays. The float64 path (``official_dtypes=False``) is
+ulp (at the array's largest magnitude) for float32 arrays. The float64 path (``official_quirks=False``) is
 checked too, against the "full float64 port" tolerances: unpose 1e-4, root_rot_mat 5e-7, bone lengths
 1e-7.
 """
@@ -57,7 +57,7 @@ def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
         for name, value in ours.items():
             key = f"{name}_{side}"
             results.append(compare(NETWORK, key, value, canon[key], _atol(canon[key])))
-        f64 = canonicalise_detailed(joints, side, official_dtypes=False).canonical
+        f64 = canonicalise_detailed(joints, side, official_quirks=False).canonical
         for name, atol in FLOAT64_PATH_ATOL.items():
             key = f"{name}_{side}"
             results.append(compare(NETWORK, f"{key} [f64 path]", getattr(f64, name), canon[key], atol))
@@ -66,7 +66,7 @@ def check(golden: Golden, device: torch.device) -> list[ArrayResult]:
     joints = torch.from_numpy(extra["joints_world"]).to(device)
     is_right = torch.from_numpy(extra["is_right"] != 0).to(device)
     ours = canonicalise_detailed(joints, is_right).canonical
-    f64 = canonicalise_detailed(joints, is_right, official_dtypes=False).canonical
+    f64 = canonicalise_detailed(joints, is_right, official_quirks=False).canonical
     for name, atol in FLOAT64_PATH_ATOL.items():
         results.append(compare(NETWORK, f"extra/{name}", getattr(ours, name), extra[name], _atol(extra[name])))
         results.append(compare(NETWORK, f"extra/{name} [f64 path]", getattr(f64, name), extra[name], atol))

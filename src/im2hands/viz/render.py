@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-SIDES = ("right", "left")
+from im2hands.hand.skeleton import SIDES
+
 MASK_VALUES = {"background": 0, "right": 1, "left": 2}
 """Values of the label image ``RenderResult.labels``."""
 
