@@ -53,12 +53,12 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for official in (True, False):
         label = "official dtypes" if official else "float64 path"
-        batched = _rate(lambda: canonicalise(joints, is_right, official_dtypes=official), args.hands, args.repeats)
+        batched = _rate(lambda: canonicalise(joints, is_right, official_quirks=official), args.hands, args.repeats)
         sub_j, sub_r = joints[:args.loop_hands], is_right[:args.loop_hands]
 
         def loop():
             for b in range(len(sub_j)):
-                canonicalise(sub_j[b:b + 1], sub_r[b:b + 1], official_dtypes=official)
+                canonicalise(sub_j[b:b + 1], sub_r[b:b + 1], official_quirks=official)
 
         looped = _rate(loop, len(sub_j), max(1, args.repeats // 2))
         print(f"{label:>16s}: batched {batched[0]:8.0f} hands/s wall ({batched[1]:8.0f} per CPU-s) | "

@@ -21,7 +21,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from im2hands.models.init_occ import CHUNK_POINTS_PER_THREAD, Camera, HandInputs, InitOcc, InitOccConfig  # noqa: E402
+from im2hands.hand.camera import Camera  # noqa: E402
+from im2hands.models.init_occ import CHUNK_POINTS_PER_THREAD, HandInputs, InitOcc, InitOccConfig  # noqa: E402
 from tests.models.test_init_occ import reference_part_logits  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def random_hand(g: torch.Generator) -> HandInputs:
     rrm = torch.eye(4).unsqueeze(0).clone()
     rrm[0, :3, :3] = rot
     return HandInputs(unpose=u, bone_lengths=0.02 + 0.03 * torch.rand(1, 16, generator=g), root_rot_mat=rrm,
-                      root_xyz=0.05 * torch.randn(1, 3, generator=g))
+                      root=0.05 * torch.randn(1, 3, generator=g))
 
 
 def loop_decode(model: InitOcc, enc, hand, points, side, chunk: int) -> torch.Tensor:
@@ -68,7 +69,7 @@ def loop_decode(model: InitOcc, enc, hand, points, side, chunk: int) -> torch.Te
     out = []
     for c, feat in zip(points.split(chunk, dim=1), feats.split(chunk, dim=1)):
         out.append(reference_part_logits(model.decoder(side), c / 0.4, feat, hand.unpose, hand.bone_lengths,
-                                         official=model.config.official_quirks))
+                                         official_quirks=model.config.official_quirks))
     return torch.cat(out, dim=1)
 
 
@@ -87,7 +88,7 @@ def main() -> None:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     hands = {"left": random_hand(g), "right": random_hand(g)}
-    camera = Camera(R=torch.eye(3).unsqueeze(0), T=torch.tensor([[0.0, 0.0, 0.6]]))
+    camera = Camera(K=torch.eye(3).unsqueeze(0), R=torch.eye(3).unsqueeze(0), T=torch.tensor([[0.0, 0.0, 0.6]]))
     image = torch.randn(1, 3, 256, 256, generator=g)
     pts = {s: 0.55 * (2 * torch.rand(1, args.points, 3, generator=g) - 1) for s in hands}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, points/hand {args.points}, "

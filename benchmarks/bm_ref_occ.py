@@ -101,8 +101,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats per figure (the best is kept)")
     a = ap.parse_args()
 
-    from im2hands.golden.check import Golden
-    from im2hands.golden.ref_occ import golden_inputs, golden_model
+    from im2hands.official.check import Golden
+    from im2hands.official.ref_occ import golden_inputs, golden_model
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -113,10 +113,10 @@ def main():
     pts = {s: (torch.rand(1, max(n, nb, nbig), 3) - 0.5) * 1.1 for s in ("left", "right")}
     print(f"load average at start: {open('/proc/loadavg').read().split()[:3]} (2 cores)")
     with torch.no_grad():
-        args = (inp.image, inp.camera, inp.intrinsics, inp.left, inp.right, inp.anchors_left, inp.anchors_right)
-        model.encode(*args)                                                        # warm-up
-        t_enc = best_of(a.repeats, lambda: model.encode(*args))
-        enc = model.encode(*args)
+        args = (inp.image, inp.camera, inp.left, inp.right, inp.anchors_cam_left, inp.anchors_cam_right)
+        model.encode_camera(*args)                                                 # warm-up
+        t_enc = best_of(a.repeats, lambda: model.encode_camera(*args))
+        enc = model.encode_camera(*args)
         model.decode(enc, pts["left"][:, :4096], pts["right"][:, :4096])           # warm-up
 
         def fast(k):

@@ -42,7 +42,7 @@ def run_job(out: Path, num: int, workers: int, points: int, scene_module: str) -
 def stage_times(num: int, points: int, scene_module: str) -> dict[str, float]:
     """Mean wall ms per sample of each stage, in this process (renderer and models made once), and the CPU
     ms per sample of the whole (all threads of this process; independent of other load on the machine)."""
-    from im2hands.data.synth.render import HandRenderer
+    from im2hands.viz.render import HandRenderer
 
     api = gen._scene_api(scene_module)
     hands = api.load_hand_models(None)

@@ -9,6 +9,6 @@ GOLDEN_DIR = Path(__file__).parent / "fixtures" / "golden" / "official"
 
 @pytest.fixture(scope="session")
 def golden():
-    from im2hands.golden.check import Golden
+    from im2hands.official.check import Golden
 
     return Golden(GOLDEN_DIR)

@@ -29,7 +29,7 @@ def _add_check_official(sub) -> None:
 
 
 def _run_check_official(args) -> int:
-    from im2hands.golden.check import run_checks, summarise
+    from im2hands.official.check import run_checks, summarise
 
     results = run_checks(args.golden_dir, args.networks, device=args.device)
     for r in results:
@@ -96,7 +96,7 @@ def _add_convert_official(sub) -> None:
 
 
 def _run_convert_official(args) -> int:
-    from im2hands.models.official import convert_official
+    from im2hands.official.convert import convert_official
 
     if len(args.paths) < 2:
         raise ValueError("convert-official: give at least one SRC file and the DST checkpoint")

@@ -7,11 +7,14 @@ runs on the CPU in a few seconds.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from im2hands._io import atomic_write
+from im2hands.hand.camera import look_at
+from im2hands.viz.render import opengl_pose, render_meshes
 
 
 @dataclass(frozen=True)
@@ -78,57 +81,8 @@ def clasp_meshes():
     return out[0], out[1]
 
 
-def look_at(eye, target, up) -> np.ndarray:
-    """(4, 4) camera-to-world pose (OpenGL camera: looks along -z, y up) at `eye` looking at `target`."""
-    eye, target, up = (np.asarray(x, dtype=np.float64) for x in (eye, target, up))
-    f = target - eye
-    f /= np.linalg.norm(f)
-    r = np.cross(f, up)
-    r /= np.linalg.norm(r)
-    u = np.cross(r, f)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = r, u, -f, eye
-    return pose
-
-
 SKIN = (0.86, 0.66, 0.55)
 SKIN_2 = (0.62, 0.72, 0.86)
-
-
-def render_meshes(meshes, colors, cam_pose: np.ndarray, *, size: int = 512, yfov: float = 0.55) -> np.ndarray:
-    """Render meshes shaded, offscreen (pyrender, EGL), on a white background.
-
-    Args:
-        meshes: list of ``trimesh.Trimesh`` (metres).
-        colors: one RGB (0-1) per mesh.
-        cam_pose: (4, 4) camera-to-world pose, OpenGL convention (see :func:`look_at`).
-    Returns:
-        (size, size, 3) uint8 image.
-    """
-    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-    import pyrender
-
-    scene = pyrender.Scene(bg_color=np.array([1.0, 1.0, 1.0, 1.0]), ambient_light=np.array([0.25, 0.25, 0.25]))
-    for mesh, color in zip(meshes, colors):
-        mat = pyrender.MetallicRoughnessMaterial(baseColorFactor=(*color, 1.0), metallicFactor=0.0,
-                                                 roughnessFactor=0.65)
-        scene.add(pyrender.Mesh.from_trimesh(mesh, material=mat, smooth=True))
-    scene.add(pyrender.PerspectiveCamera(yfov=yfov), pose=cam_pose)
-    scene.add(pyrender.DirectionalLight(intensity=2.2), pose=cam_pose)
-    key = look_at(cam_pose[:3, 3] + np.array([0.3, 0.5, 0.2]), cam_pose[:3, 3] - cam_pose[:3, 2], [0, 1, 0])
-    scene.add(pyrender.DirectionalLight(intensity=1.2), pose=key)
-    renderer = pyrender.OffscreenRenderer(size, size)
-    try:
-        color, _ = renderer.render(scene)
-    finally:
-        renderer.delete()
-    return np.ascontiguousarray(color[..., :3])
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def run_demo(out_dir: Path) -> None:
@@ -141,13 +95,13 @@ def run_demo(out_dir: Path) -> None:
     right, left = clasp_meshes()
     written = []
     for name, mesh in (("right_hand.ply", right), ("left_hand.ply", left)):
-        _atomic_write(out_dir / name, lambda p, m=mesh: m.export(p, file_type="ply"))
+        atomic_write(out_dir / name, lambda f, m=mesh: m.export(f, file_type="ply"))
         written.append(out_dir / name)
     centre = np.concatenate([right.vertices, left.vertices]).mean(0)
-    views = [look_at(centre + np.array([0.22, 0.36, -0.22]), centre, [0, 1, 0]),
-             look_at(centre + np.array([0.08, 0.04, -0.48]), centre, [0, 1, 0])]
+    views = [opengl_pose(*look_at(centre + np.array([0.22, 0.36, -0.22]), centre, [0, -1, 0])),
+             opengl_pose(*look_at(centre + np.array([0.08, 0.04, -0.48]), centre, [0, -1, 0]))]
     image = np.concatenate([render_meshes([right, left], [SKIN, SKIN_2], v) for v in views], axis=1)
-    _atomic_write(out_dir / "clasp.png", lambda p: Image.fromarray(image).save(p, format="PNG"))
+    atomic_write(out_dir / "clasp.png", lambda f: Image.fromarray(image).save(f, format="PNG"))
     written.append(out_dir / "clasp.png")
     for p in written:
         print(f"wrote {p}")

@@ -40,11 +40,12 @@ def test_item_contents(root):
         stored = {tuple(p): o for p, o in zip(s[f"{side}_points"].tolist(), s[f"{side}_occupancy"].tolist())}
         for p, o in zip(h["points"].tolist(), h["occupancy"].tolist()):
             assert stored[tuple(p)] == bool(o)
-        np.testing.assert_array_equal(h["root_xyz"].numpy(), s[f"{side}_root_xyz"])
-    # official convention: the left root is the x-mirrored wrist (world frame)
-    R, T = s["camera_R"], s["camera_T"]
-    wrist_world = R.T @ (s["left_joints"][0].astype(np.float64) - T)
-    np.testing.assert_allclose(item["left"]["root_xyz"].numpy(), wrist_world * [-1, 1, 1], atol=1e-5)
+        # the root is the wrist in the world frame, true axes (the file stores the left one x-mirrored)
+        R, T = s["camera_R"], s["camera_T"]
+        wrist_world = R.T @ (s[f"{side}_joints"][0].astype(np.float64) - T)
+        np.testing.assert_allclose(h["root"].numpy(), wrist_world, atol=1e-5)
+        sign = np.array([-1.0, 1.0, 1.0]) if side == "left" else np.ones(3)
+        np.testing.assert_array_equal(h["root"].numpy(), s[f"{side}_root_xyz"] * sign.astype(np.float32))
 
 
 def test_seeded_draws_and_noisy_transforms(root):
@@ -92,3 +93,38 @@ def test_cli_synth(tmp_path, capsys):
     assert (tmp_path / "gallery.png").exists()
     assert main(["synth", "--out", str(tmp_path), "--num", "2", "--split", "train", "test"]) == 2
     assert "one count per --split" in capsys.readouterr().err
+
+
+def test_a_batch_feeds_init_occ_and_ref_occ_without_conversion(root):
+    """Dataset items speak the networks' types: metres, true world axes, query frames, camera K/R/T."""
+    from torch.utils.data import DataLoader
+
+    from im2hands.hand.camera import Camera
+    from im2hands.models.encoder import ImageEncoderConfig
+    from im2hands.models.init_occ import HandInputs, InitOcc, InitOccConfig
+    from im2hands.models.ref_occ import RefOcc, RefOccConfig
+
+    ds = HandsDataset(root, "val", points_per_hand=64, anchors_per_hand=512, seed=0)
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    camera = Camera(K=batch["camera_K"], R=batch["camera_R"], T=batch["camera_T"])
+    hands = {s: HandInputs(unpose=batch[s]["unpose"], bone_lengths=batch[s]["bone_lengths"],
+                           root_rot_mat=batch[s]["root_rot_mat"], root=batch[s]["root"]) for s in ("left", "right")}
+    small = ImageEncoderConfig(depth=18)
+    torch.manual_seed(0)
+    init = InitOcc(InitOccConfig(image_encoder=small)).eval()
+    ref = RefOcc(RefOccConfig(image_encoder=small, init_occ=InitOccConfig(image_encoder=small))).eval()
+    with torch.no_grad():
+        enc = init.encode(batch["image"], camera)
+        occ = {s: init.decode(enc, hands[s], batch[s]["points"], s).occupancy for s in ("left", "right")}
+        renc = ref.encode(batch["image"], camera, hands["left"], hands["right"], batch["left"]["anchors"],
+                          batch["right"]["anchors"])
+        out = ref.decode(renc, batch["left"]["points"], batch["right"]["points"])
+    for s in ("left", "right"):
+        assert occ[s].shape == (2, 64) and torch.isfinite(occ[s]).all()
+        assert getattr(out, s).occupancy.shape == (2, 64) and torch.isfinite(getattr(out, s).logit).all()
+    # the anchors land on the hand: their projections are the GT joints' neighbourhood in the crop
+    uv = camera.project(camera.centre_world.new_zeros(2, 1, 3) + hands["right"].root.double().unsqueeze(1))
+    joints_uv = batch["right"]["joints"][:, :1].double() @ batch["camera_K"].double().transpose(1, 2)
+    torch.testing.assert_close(uv, joints_uv[..., :2] / joints_uv[..., 2:], atol=1e-2, rtol=0)
+    cam = hands["left"].to_camera(batch["left"]["anchors"], "left", camera)
+    assert (cam[..., 2] > 0).all()

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from im2hands.golden import canonicalisation as golden_canon
-from im2hands.golden.check import compare
-from im2hands.golden.tolerance import tolerance_for
+from im2hands.official import canonicalisation as golden_canon
+from im2hands.official.check import compare
+from im2hands.official.tolerance import tolerance_for
 from im2hands.hand import skeleton
+from im2hands.hand.frames import mirror_x
 from im2hands.hand.canonical import (QUERY_SCALE, canonicalise, canonicalise_detailed, points_to_query,
                                      query_to_points)
 
@@ -53,9 +54,9 @@ def _random_rotation(n: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("official", [True, False])
 def test_batch_equals_per_hand(golden, official):
     joints, is_right = _extra_hands(golden, 12, seed=1)
-    batch = canonicalise(joints, is_right, official_dtypes=official)
+    batch = canonicalise(joints, is_right, official_quirks=official)
     for b in range(len(joints)):
-        one = canonicalise(joints[b:b + 1], "right" if is_right[b] else "left", official_dtypes=official)
+        one = canonicalise(joints[b:b + 1], "right" if is_right[b] else "left", official_quirks=official)
         # Vectorised float64 sin/atan2 may round differently by position in a batch: ~1e-16 per op.
         # Batched and single-hand kernels may round differently (float32 stages: a few ulp, amplified by
         # the matrix inverse in unpose); a real difference between the paths would be orders larger.
@@ -72,7 +73,7 @@ def test_output_dtypes_and_shapes(golden):
     assert c.unpose.shape == (3, 16, 4, 4) and c.unpose.dtype == torch.float64
     assert c.bone_lengths.shape == (3, 16) and c.bone_lengths.dtype == torch.float32
     assert c.root_rot_mat.shape == (3, 4, 4) and c.root_rot_mat.dtype == torch.float32
-    c64 = canonicalise(joints.float(), is_right, official_dtypes=False)
+    c64 = canonicalise(joints.float(), is_right, official_quirks=False)
     assert {t.dtype for t in (c64.unpose, c64.bone_lengths, c64.root_rot_mat)} == {torch.float64}
     assert c64.wrist.dtype == torch.float32
 
@@ -80,15 +81,15 @@ def test_output_dtypes_and_shapes(golden):
 @pytest.mark.parametrize("official", [True, False])
 def test_left_is_mirrored_right(golden, official):
     joints, _ = _extra_hands(golden, 6, seed=2)
-    right = canonicalise(joints, "right", official_dtypes=official)
-    left = canonicalise(skeleton.mirror_x(joints), "left", official_dtypes=official)
+    right = canonicalise(joints, "right", official_quirks=official)
+    left = canonicalise(mirror_x(joints), "left", official_quirks=official)
     for f in FIELDS:  # the same operations on mirrored inputs (the mirror is exact)
         torch.testing.assert_close(getattr(left, f), getattr(right, f), atol=1e-6 if official else 1e-13, rtol=0,
                                    msg=f)
     # A per-sample is_right tensor gives the same as the side strings.
     mixed = torch.tensor([True, False] * 3)
-    inputs = torch.where(mixed.view(-1, 1, 1), joints, skeleton.mirror_x(joints))
-    both = canonicalise(inputs, mixed, official_dtypes=official)
+    inputs = torch.where(mixed.view(-1, 1, 1), joints, mirror_x(joints))
+    both = canonicalise(inputs, mixed, official_quirks=official)
     torch.testing.assert_close(both.unpose, right.unpose, atol=1e-5 if official else 1e-13, rtol=0)
     torch.testing.assert_close(both.bone_lengths, right.bone_lengths, atol=1e-6 if official else 1e-14, rtol=0)
 
@@ -99,8 +100,8 @@ def test_rigid_motion_invariance(golden):
     rot = _random_rotation(8, seed=4)
     moved = joints @ rot.transpose(1, 2) + torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
     # A left hand's frame is mirrored: its rotation is conjugated by the mirror.
-    a = canonicalise(joints, is_right, official_dtypes=False)
-    b = canonicalise(moved, is_right, official_dtypes=False)
+    a = canonicalise(joints, is_right, official_quirks=False)
+    b = canonicalise(moved, is_right, official_quirks=False)
     torch.testing.assert_close(b.unpose, a.unpose, atol=1e-9, rtol=0)
     torch.testing.assert_close(b.bone_lengths, a.bone_lengths, atol=1e-12, rtol=0)
     mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
@@ -112,7 +113,7 @@ def test_rigid_motion_invariance(golden):
 def test_bone_lengths_known(golden):
     """Bone lengths equal the distances between the input keypoints (slow reference by joint names)."""
     joints, is_right = _extra_hands(golden, 5, seed=5)
-    c = canonicalise(joints, is_right, official_dtypes=False)
+    c = canonicalise(joints, is_right, official_quirks=False)
     name = skeleton.INTERNAL.index
     for b in range(5):
         for k, part in enumerate(skeleton.PART_NAMES):
@@ -127,7 +128,7 @@ def test_bone_lengths_known(golden):
 def test_canonical_frame_axes(golden):
     """In query space the middle MCP lies on -x and the palm normal (middle x index) points along +y."""
     joints, is_right = _extra_hands(golden, 6, seed=6)
-    c = canonicalise(joints, is_right, official_dtypes=False)
+    c = canonicalise(joints, is_right, official_quirks=False)
     q = points_to_query(joints, c.wrist, c.root_rot_mat, is_right)
     mid = q[:, skeleton.INTERNAL.index("middle1")]
     idx = q[:, skeleton.INTERNAL.index("index1")]
@@ -142,7 +143,7 @@ def test_canonical_frame_axes(golden):
 def test_unpose_is_rigid_in_metres(golden):
     """unpose = S^-1 T S^2 with T rigid: its 3x3 block divided by 0.4 is a rotation (float64 path)."""
     joints, is_right = _extra_hands(golden, 4, seed=7)
-    u = canonicalise(joints, is_right, official_dtypes=False).unpose
+    u = canonicalise(joints, is_right, official_quirks=False).unpose
     rot = u[..., :3, :3] / QUERY_SCALE
     eye = torch.eye(3, dtype=torch.float64).expand_as(rot)
     torch.testing.assert_close(rot @ rot.transpose(-1, -2), eye, atol=1e-12, rtol=0)
@@ -154,7 +155,7 @@ def test_bones_unposed_to_straight_canonical_pose(golden):
     """Each finger's phalanges map to one straight line in the canonical pose: the unposed child joint of
     bone k equals the unposed start joint of bone k+1, and all phalanges of a finger share a direction."""
     joints, is_right = _extra_hands(golden, 4, seed=8)
-    c = canonicalise(joints, is_right, official_dtypes=False)
+    c = canonicalise(joints, is_right, official_quirks=False)
     q = points_to_query(joints, c.wrist, c.root_rot_mat, is_right)  # (B, 21, 3)
     hom = torch.cat([q / QUERY_SCALE, torch.ones(4, 21, 1, dtype=torch.float64)], -1)
     part = {n: k for k, n in enumerate(skeleton.PART_NAMES)}
@@ -177,7 +178,7 @@ def test_bones_unposed_to_straight_canonical_pose(golden):
 def test_query_round_trip(golden, side):
     joints, is_right = _extra_hands(golden, 4, seed=9)
     s = is_right if side == "mixed" else side
-    c = canonicalise(joints, s, official_dtypes=False)
+    c = canonicalise(joints, s, official_quirks=False)
     g = torch.Generator().manual_seed(10)
     p = torch.rand(4, 50, 3, generator=g, dtype=torch.float64) * 1.1 - 0.55
     x = query_to_points(p, c.wrist, c.root_rot_mat, s)
@@ -232,7 +233,7 @@ def test_non_finite_joint_names_hand_and_joint(golden):
     j = _two_hands(golden)
     j[0, 0, 2] = float("inf")
     with pytest.raises(ValueError, match=r"hand 0 \(right\) joint 'wrist'"):
-        canonicalise(j, torch.tensor([True, False]), official_dtypes=False)
+        canonicalise(j, torch.tensor([True, False]), official_quirks=False)
 
 
 def test_zero_length_bone(golden):
@@ -290,7 +291,7 @@ def test_gradcheck_float64_path(golden):
     is_right = torch.tensor([True, False])
 
     def f(j):
-        c = canonicalise(j, is_right, official_dtypes=False)
+        c = canonicalise(j, is_right, official_quirks=False)
         return c.unpose, c.bone_lengths, c.root_rot_mat
 
     assert torch.autograd.gradcheck(f, (joints,), eps=1e-7, atol=1e-6, rtol=1e-5)

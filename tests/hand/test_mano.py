@@ -16,6 +16,7 @@ import torch
 from im2hands.hand import mano as M
 from im2hands.hand import skeleton as sk
 from im2hands.hand.rotations import batch_rodrigues
+from im2hands.hand.frames import mirror_x
 from tests.hand.mano_fixture import AA_MIRROR, MIRROR, mirror_to_left, random_right, write_fixture
 
 
@@ -124,11 +125,11 @@ def test_fixed_left_hand_is_the_mirrored_right_hand(model_dir, use_pca):
     if not use_pca:
         pm["hand_pose"] = p["hand_pose"] * torch.from_numpy(np.tile(AA_MIRROR, 15))
     r, l = right(**p), left(**pm)
-    torch.testing.assert_close(l.vertices, sk.mirror_x(r.vertices), atol=1e-12, rtol=0)
+    torch.testing.assert_close(l.vertices, mirror_x(r.vertices), atol=1e-12, rtol=0)
     # fingertip vertices differ only by manopth's 444/445 middle-tip choice
-    torch.testing.assert_close(l.joints[:, :12], sk.mirror_x(r.joints[:, :12]), atol=1e-12, rtol=0)
+    torch.testing.assert_close(l.joints[:, :12], mirror_x(r.joints[:, :12]), atol=1e-12, rtol=0)
     unfixed = M.ManoLayer(model_dir, "left", fix_left_shapedirs=False, **kw).double()
-    assert (unfixed(**pm).vertices - sk.mirror_x(r.vertices)).abs().max() > 1e-3
+    assert (unfixed(**pm).vertices - mirror_x(r.vertices)).abs().max() > 1e-3
 
 
 def test_left_shapedirs_fix_is_decided_from_the_files(tmp_path):
@@ -528,5 +529,5 @@ def test_openhand_left_is_the_mirrored_right():
               transl=p["transl"] * torch.from_numpy(MIRROR))
     r, l = right(**p), left(**pm)
     # the files are exact mirrors (sign flips only), and so are the posed hands (measured: 0 difference)
-    torch.testing.assert_close(l.vertices, sk.mirror_x(r.vertices), atol=1e-12, rtol=0)
-    torch.testing.assert_close(l.joints, sk.mirror_x(r.joints), atol=1e-12, rtol=0)
+    torch.testing.assert_close(l.vertices, mirror_x(r.vertices), atol=1e-12, rtol=0)
+    torch.testing.assert_close(l.joints, mirror_x(r.joints), atol=1e-12, rtol=0)

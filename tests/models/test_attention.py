@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from im2hands.golden.image_encoder import sub_state_dict
+from im2hands.official.image_encoder import sub_state_dict
 from im2hands.models.attention import ImageAttention, SelfAttn
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from im2hands.golden import image_encoder as golden_check
+from im2hands.official import image_encoder as golden_check
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
 from im2hands.models.resnet import ResNet
 

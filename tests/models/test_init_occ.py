@@ -11,16 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from im2hands.golden.check import compare
-from im2hands.golden.init_occ import check, golden_camera, golden_hand, golden_init_occ
-from im2hands.golden.tolerance import tolerance_for
-from im2hands.models.init_occ import (
-    Camera,
-    HandInputs,
-    InitOcc,
-    InitOccConfig,
-    transfer_query_points,
-)
+from im2hands.hand.camera import Camera
+from im2hands.hand.frames import query_to_query
+from im2hands.models.init_occ import HandInputs, InitOcc, InitOccConfig
+from im2hands.official.check import compare
+from im2hands.official.init_occ import check, golden_camera, golden_hand, golden_init_occ
+from im2hands.official.tolerance import tolerance_for
 from im2hands.models.part_decoder import PartDecoder, Workspace
 from tests.conftest import GOLDEN_DIR
 
@@ -29,7 +25,7 @@ CPU = torch.device("cpu")
 
 
 # --------------------------------------------------------------------------- slow reference
-def reference_part_logits(dec: PartDecoder, points_dec, img_feat, unpose, bone_lengths, *, official: bool):
+def reference_part_logits(dec: PartDecoder, points_dec, img_feat, unpose, bone_lengths, *, official_quirks: bool):
     """The official decoder's formulation: one point per row, a Python loop over the 16 bones.
 
     points_dec (B, N, 3) = p / 0.4; img_feat (B, N, 19); unpose (B, 16, 4, 4); bone_lengths (B, 16).
@@ -41,7 +37,7 @@ def reference_part_logits(dec: PartDecoder, points_dec, img_feat, unpose, bone_l
     u = unpose.float().repeat_interleave(n, dim=0)                       # (BN, 16, 4, 4)
     lengths = bone_lengths.float().repeat_interleave(n, dim=0)           # (BN, 16)
     qh = torch.cat([q, torch.ones_like(q[:, :1])], 1)[:, None, :, None]  # (BN, 1, 4, 1)
-    if official:
+    if official_quirks:
         xb = torch.matmul(u.double(), qh.double())[:, :, :3, 0]
     else:
         xb = torch.matmul(u, qh)[:, :, :3, 0]
@@ -68,7 +64,7 @@ def reference_part_logits(dec: PartDecoder, points_dec, img_feat, unpose, bone_l
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def official(golden):
-    return golden_init_occ(golden, CPU, official=True)
+    return golden_init_occ(golden, CPU, official_quirks=True)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +121,7 @@ def _perturbed_hand(h: HandInputs, seed: int) -> HandInputs:
     g = torch.Generator().manual_seed(seed)
     return HandInputs(unpose=h.unpose + 0.02 * torch.randn(h.unpose.shape, generator=g, dtype=h.unpose.dtype),
                       bone_lengths=h.bone_lengths * 1.05,
-                      root_rot_mat=h.root_rot_mat, root_xyz=h.root_xyz + 0.01)
+                      root_rot_mat=h.root_rot_mat, root=h.root + 0.01)
 
 
 def _stack_hands(a: HandInputs, b: HandInputs) -> HandInputs:
@@ -140,10 +136,10 @@ def test_batch_of_two_equals_per_row_runs(request, model_name, img_feat, camera,
     p0 = points[side]
     p1 = p0.flip(1) * 0.9 + 0.01
     feat1 = img_feat * 0.8 + 0.05
-    cam1 = Camera(R=camera.R, T=camera.T + torch.tensor([0.01, -0.02, 0.03]))
+    cam1 = Camera(K=camera.K, R=camera.R, T=camera.T + torch.tensor([0.01, -0.02, 0.03]))
     with torch.no_grad():
-        enc2 = model.encode_features(torch.cat([img_feat, feat1]), Camera(torch.cat([camera.R, cam1.R]),
-                                                                           torch.cat([camera.T, cam1.T])))
+        enc2 = model.encode_features(torch.cat([img_feat, feat1]), Camera(
+            torch.cat([camera.K, cam1.K]), torch.cat([camera.R, cam1.R]), torch.cat([camera.T, cam1.T])))
         both = model.decode(enc2, _stack_hands(h0, h1), torch.cat([p0, p1]), side)
         row0 = model.decode(model.encode_features(img_feat, camera), h0, p0, side)
         row1 = model.decode(model.encode_features(feat1, cam1), h1, p1, side)
@@ -207,9 +203,10 @@ def test_default_pen_is_occupancy_at_the_same_physical_points(default, img_feat,
         enc = default.encode_features(img_feat, camera)
         p_right = points["right"][:, :256]
         pen = default.decode(enc, hands["left"], p_right, "left", pen=True, other=hands["right"])
-        local = transfer_query_points(p_right, hands["right"], "right", hands["left"], "left")
+        r, lh = hands["right"], hands["left"]
+        local = query_to_query(p_right, r.root, r.root_rot_mat, "right", lh.root, lh.root_rot_mat, "left")
         plain = default.decode(enc, hands["left"], local, "left")
-        back = transfer_query_points(local, hands["left"], "left", hands["right"], "right")
+        back = query_to_query(local, lh.root, lh.root_rot_mat, "left", r.root, r.root_rot_mat, "right")
     torch.testing.assert_close(back, p_right, atol=2e-6, rtol=0)
     torch.testing.assert_close(pen.part_logits, plain.part_logits, atol=1e-6, rtol=0)
 
@@ -232,11 +229,11 @@ def test_batched_decoder_equals_per_bone_loop(official_mode, b, n):
     u[:, :, :3, :] += 0.3 * torch.randn(b, 16, 3, 4, dtype=torch.float64)
     lengths = 0.02 + 0.03 * torch.rand(b, 16)
     with torch.no_grad():
-        fast = dec(q, f, dec.hand_code(u, lengths), official=official_mode)
+        fast = dec(q, f, dec.hand_code(u, lengths), official_quirks=official_mode)
         ws = Workspace(q.device)
-        buffered = [dec(q[:, :k], f[:, :k], dec.hand_code(u, lengths), official=official_mode, workspace=ws)
+        buffered = [dec(q[:, :k], f[:, :k], dec.hand_code(u, lengths), official_quirks=official_mode, workspace=ws)
                     for k in (n, max(1, n // 2))]   # reuse the buffers with a second, smaller chunk
-        slow = reference_part_logits(dec, q, f, u, lengths, official=official_mode)
+        slow = reference_part_logits(dec, q, f, u, lengths, official_quirks=official_mode)
     torch.testing.assert_close(fast, slow, atol=2e-6, rtol=0)
     torch.testing.assert_close(buffered[0], fast, atol=1e-6, rtol=0)   # preallocated outputs: same maths
     torch.testing.assert_close(buffered[1], fast[:, :max(1, n // 2)], atol=1e-6, rtol=0)
@@ -251,8 +248,8 @@ def test_batched_decoder_gradients_equal_per_bone_loop():
     lengths = 0.02 + 0.03 * torch.rand(2, 16)
     w = torch.randn(2, 17, 16)
     grads = []
-    for fn in (lambda: dec(q, f, dec.hand_code(u, lengths), official=False),
-               lambda: reference_part_logits(dec, q, f, u, lengths, official=False)):
+    for fn in (lambda: dec(q, f, dec.hand_code(u, lengths), official_quirks=False),
+               lambda: reference_part_logits(dec, q, f, u, lengths, official_quirks=False)):
         dec.zero_grad()
         q.grad = f.grad = None
         (fn() * w).sum().backward()
@@ -300,11 +297,11 @@ def test_bad_inputs_raise_clear_errors(default, img_feat, camera, hands, points)
     with pytest.raises(TypeError, match=r"other: pen=True needs the other hand's HandInputs"):
         default.decode(enc, h, p, "left", pen=True)
     with pytest.raises(ValueError, match=r"hand.unpose: expected shape \(B, 16, 4, 4\)"):
-        HandInputs(h.unpose[:, :15], h.bone_lengths, h.root_rot_mat, h.root_xyz)
+        HandInputs(h.unpose[:, :15], h.bone_lengths, h.root_rot_mat, h.root)
     with pytest.raises(ValueError, match=r"hand.bone_lengths and hand.unpose: mismatched batch size"):
-        HandInputs(h.unpose, h.bone_lengths.repeat(2, 1), h.root_rot_mat, h.root_xyz)
-    with pytest.raises(ValueError, match=r"camera.T: expected shape \(B, 3\)"):
-        Camera(camera.R, camera.T[:, :2])
+        HandInputs(h.unpose, h.bone_lengths.repeat(2, 1), h.root_rot_mat, h.root)
+    with pytest.raises(ValueError, match=r"camera.T: expected shape \(3,\) or \(B, 3\)"):
+        Camera(camera.K, camera.R, camera.T[:, :2])
     with pytest.raises(ValueError, match=r"img_feat: expected shape \(B, 32, 64, 64\)"):
         default.encode_features(img_feat[:, :16], camera)
     # the image itself: size named against `image` (not a later feature map), NaN refused before encoding
@@ -347,28 +344,26 @@ def test_training_forward_backward_matches_inference(golden):
 @pytest.mark.parametrize("side", SIDES)
 def test_hand_inputs_from_canonical_and_camera_convention(golden, side):
     from im2hands.hand.canonical import canonicalise, query_to_points
-    from im2hands.models.init_occ import query_to_camera
-
     joints = torch.from_numpy(golden.inputs[f"joints_world_{side}"])
-    hand = HandInputs.from_canonical(canonicalise(joints, side), side)
+    hand = HandInputs.from_canonical(canonicalise(joints, side))
     ref = golden_hand(golden, side, CPU)
     # recomputed from the keypoints: the golden rule of the canonical transforms (float32 kernels differ by CPU)
     r = compare("init_occ", f"unpose_{side}", hand.unpose, ref.unpose.numpy(), tolerance_for(f"unpose_{side}"))
     assert r.passed, r.line()
-    torch.testing.assert_close(hand.root_xyz, ref.root_xyz, atol=1e-7, rtol=0)   # stored x-mirrored if left
+    torch.testing.assert_close(hand.root, ref.root, atol=1e-7, rtol=0)   # true axes for both sides
     # the model's query -> camera map agrees with hand.canonical's query -> world map
     cam = golden_camera(golden, CPU)
     p = torch.from_numpy(golden.inputs[f"p_{side}"])[:, :64]
     world = query_to_points(p.double(), joints[:, 0], ref.root_rot_mat.double(), side)
     expected = world @ cam.R.double().transpose(1, 2) + cam.T.double().unsqueeze(1)
-    torch.testing.assert_close(query_to_camera(p, ref, side, cam).double(), expected, atol=2e-6, rtol=0)
+    torch.testing.assert_close(ref.to_camera(p, side, cam).double(), expected, atol=2e-6, rtol=0)
 
 
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("official_mode", [True, False])
 def test_golden_decoder_in_isolation(golden, side, official_mode):
     """The part decoder alone, fed the golden image features: logits, latents, projections, bone coords."""
-    from im2hands.golden.image_encoder import sub_state_dict
+    from im2hands.official.image_encoder import sub_state_dict
     from im2hands.models.part_decoder import bone_coords
 
     dec = PartDecoder().eval()
@@ -377,8 +372,8 @@ def test_golden_decoder_in_isolation(golden, side, official_mode):
     q = torch.from_numpy(golden.inputs[f"p_{side}"]) / 0.4
     with torch.no_grad():
         code = dec.hand_code(hand.unpose, hand.bone_lengths)
-        logits = dec(q, torch.from_numpy(g[f"local_img_feat_{side}"]), code, official=official_mode)
-        coords = bone_coords(q, hand.unpose, official=official_mode)
+        logits = dec(q, torch.from_numpy(g[f"local_img_feat_{side}"]), code, official_quirks=official_mode)
+        coords = bone_coords(q, hand.unpose, official_quirks=official_mode)
     np.testing.assert_allclose(logits.numpy(), g[f"part_logits_{side}"], atol=2e-6, rtol=0)
     np.testing.assert_allclose(code.bone_latent.numpy(), g[f"bone_latent_{side}"], atol=1e-7, rtol=0)
     np.testing.assert_allclose(code.global_proj.numpy(), g[f"global_proj_{side}"], atol=1e-7, rtol=0)

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from im2hands.golden import kpts_ref as golden_check
+from im2hands.official import kpts_ref as golden_check
 from im2hands.models.encoder import ImageEncoderConfig
 from im2hands.models.kpts_ref import (
     KptsRef, KptsRefConfig, chebyshev_basis, hand_graph, keypoints_to_camera, normalise_keypoints,

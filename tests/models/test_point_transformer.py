@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from im2hands.golden.ref_occ import rule_sub_state_dict
+from im2hands.official.ref_occ import rule_sub_state_dict
 from im2hands.models.point_transformer import (FPS_SKIP_SQ_NORM, PointTransformerDecoderOcc,
                                                PointTransformerEncoder, furthest_point_sample, knn_indices,
                                                squared_distances)

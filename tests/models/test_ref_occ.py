@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from im2hands.golden import ref_occ as golden_check
-from im2hands.golden.check import compare
-from im2hands.golden.tolerance import tolerance_for
-from im2hands.models.init_occ import Camera, HandInputs
+from im2hands.hand.camera import Camera
+from im2hands.models.init_occ import HandInputs
+from im2hands.official import ref_occ as golden_check
+from im2hands.official.check import compare
+from im2hands.official.tolerance import tolerance_for
 from im2hands.models.ref_occ import RefOcc, RefOccConfig, RefOccEncoding
 
 from ..conftest import GOLDEN_DIR
@@ -38,8 +39,8 @@ def arrays(model, inputs):
 @pytest.fixture(scope="module")
 def encoding(model, inputs):
     with torch.no_grad():
-        return model.encode(inputs.image, inputs.camera, inputs.intrinsics, inputs.left, inputs.right,
-                            inputs.anchors_left, inputs.anchors_right)
+        return model.encode_camera(inputs.image, inputs.camera, inputs.left, inputs.right,
+                                   inputs.anchors_cam_left, inputs.anchors_cam_right)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -66,10 +67,10 @@ def test_state_dict_keys_and_shapes_equal_official_manifest():
 def _perturbed(inputs, seed=0):
     g = torch.Generator().manual_seed(seed)
     eps = lambda t, s: t + s * torch.randn(t.shape, generator=g, dtype=t.dtype)  # noqa: E731
-    hand = lambda h: dataclasses.replace(h, root_xyz=eps(h.root_xyz, 0.003))     # noqa: E731
+    hand = lambda h: dataclasses.replace(h, root=eps(h.root, 0.003))     # noqa: E731
     return dataclasses.replace(
         inputs, image=eps(inputs.image, 0.3), left=hand(inputs.left), right=hand(inputs.right),
-        anchors_left=eps(inputs.anchors_left, 1.0), anchors_right=eps(inputs.anchors_right, 1.0),
+        anchors_cam_left=eps(inputs.anchors_cam_left, 0.001), anchors_cam_right=eps(inputs.anchors_cam_right, 0.001),
         points_left=eps(inputs.points_left, 0.01), points_right=eps(inputs.points_right, 0.01))
 
 
@@ -78,9 +79,11 @@ def _stack(a, b):
     hand = lambda h1, h2: HandInputs(**{f.name: cat(getattr(h1, f.name), getattr(h2, f.name))  # noqa: E731
                                         for f in dataclasses.fields(HandInputs)})
     return dataclasses.replace(
-        a, image=cat(a.image, b.image), camera=Camera(R=cat(a.camera.R, b.camera.R), T=cat(a.camera.T, b.camera.T)),
-        intrinsics=cat(a.intrinsics, b.intrinsics), left=hand(a.left, b.left), right=hand(a.right, b.right),
-        anchors_left=cat(a.anchors_left, b.anchors_left), anchors_right=cat(a.anchors_right, b.anchors_right),
+        a, image=cat(a.image, b.image),
+        camera=Camera(K=cat(a.camera.K, b.camera.K), R=cat(a.camera.R, b.camera.R), T=cat(a.camera.T, b.camera.T)),
+        left=hand(a.left, b.left), right=hand(a.right, b.right),
+        anchors_cam_left=cat(a.anchors_cam_left, b.anchors_cam_left),
+        anchors_cam_right=cat(a.anchors_cam_right, b.anchors_cam_right),
         points_left=cat(a.points_left, b.points_left), points_right=cat(a.points_right, b.points_right))
 
 
@@ -132,8 +135,8 @@ def default_model(model):
 def test_default_mode_fixes(default_model, inputs, golden):
     m = default_model
     with torch.no_grad():
-        enc = m.encode(inputs.image, inputs.camera, inputs.intrinsics, inputs.left, inputs.right,
-                       inputs.anchors_left, inputs.anchors_right)
+        enc = m.encode_camera(inputs.image, inputs.camera, inputs.left, inputs.right,
+                              inputs.anchors_cam_left, inputs.anchors_cam_right)
         pl, pr = inputs.points_left[:, :600], inputs.points_right[:, :400]
         out = m.decode(enc, pl, pr, pen=True)
         perm = torch.randperm(600, generator=torch.Generator().manual_seed(0))
@@ -164,8 +167,8 @@ def test_init_occ_frozen_and_in_eval(default_model):
 
 def test_gradients_reach_trainable_parts(default_model, inputs):
     m = default_model
-    enc = m.encode(inputs.image, inputs.camera, inputs.intrinsics, inputs.left, inputs.right,
-                   inputs.anchors_left, inputs.anchors_right)
+    enc = m.encode_camera(inputs.image, inputs.camera, inputs.left, inputs.right,
+                          inputs.anchors_cam_left, inputs.anchors_cam_right)
     out = m.decode(enc, inputs.points_left[:, :50], inputs.points_right[:, :50], pen=True)
     (out.left.occupancy.sum() + out.pen_right.occupancy.sum()).backward()
     for mod in (m.trans_dec, m.trans_enc, m.context_enc, m.image_final_layer, m.hms_global_layer):
@@ -178,23 +181,24 @@ def test_gradients_reach_trainable_parts(default_model, inputs):
 
 def test_input_errors(model, inputs, encoding):
     a = inputs
-    enc_args = [a.image, a.camera, a.intrinsics, a.left, a.right, a.anchors_left, a.anchors_right]
+    enc_args = [a.image, a.camera, a.left, a.right, a.anchors_cam_left, a.anchors_cam_right]
 
     def enc_with(i, value):
         args = list(enc_args)
         args[i] = value
-        return model.encode(*args)
+        return model.encode_camera(*args)
 
     with pytest.raises(ValueError, match="anchors_left"):
-        enc_with(5, a.anchors_left[:, :500])
+        enc_with(4, a.anchors_cam_left[:, :500])
     with pytest.raises(ValueError, match="anchors_right.*NaN"):
-        bad = a.anchors_right.clone()
+        bad = a.anchors_cam_right.clone()
         bad[0, 3, 1] = float("nan")
-        enc_with(6, bad)
+        enc_with(5, bad)
     with pytest.raises(ValueError, match="image"):
         enc_with(0, a.image[:, :, :128])
-    with pytest.raises(ValueError, match="intrinsics"):
-        enc_with(2, a.intrinsics.repeat(2, 1, 1))
+    with pytest.raises(ValueError, match="image and camera: mismatched batch size"):
+        c = a.camera
+        enc_with(1, Camera(K=c.K.repeat(2, 1, 1), R=c.R.repeat(2, 1, 1), T=c.T.repeat(2, 1)))
     with pytest.raises(TypeError, match="camera"):
         enc_with(1, a.camera.R)
     with pytest.raises(ValueError, match="points_left"):

@@ -11,8 +11,8 @@ Each item is a nested dict of tensors with everything the three networks and the
                       computes bone-local points in float64)
         bone_lengths  (16,) float32 metres
         root_rot_mat  (4, 4) float32
-        root_xyz      (3,) float32 wrist, world frame, metres; official convention: the LEFT hand's value
-                      is stored x-mirrored (multiply by (-1, 1, 1) to get the world position)
+        root          (3,) float32 wrist, world frame, metres, true axes (the file stores the left hand's
+                      root x-mirrored, ``root_xyz``; it is un-mirrored here)
         points        (N, 3) float32 query points, query space, drawn with replacement from the stored set
         occupancy     (N,) float32 labels of ``points`` (1 inside)
         points_iou    (M, 3) float32 all stored IoU points;  occupancy_iou (M,) float32
@@ -23,7 +23,12 @@ Each item is a nested dict of tensors with everything the three networks and the
         query_to_cam  (4, 4) float32 affine map query space -> camera frame metres
         vertices      only with ``with_mesh=True``: (V, 3) float32 camera metres (V varies: batch size 1)
 
-``transforms_from="noisy"`` takes unpose, bone_lengths, root_rot_mat and root_xyz from the noisy keypoints
+The per-hand ``unpose``, ``bone_lengths``, ``root_rot_mat`` and ``root`` are the fields of
+:class:`~im2hands.models.init_occ.HandInputs`; ``anchors`` and ``points`` are in the hand's query frame, as
+``RefOcc.encode`` and ``decode`` read them; ``camera_K/R/T`` are the fields of
+:class:`~im2hands.hand.camera.Camera`. A collated batch feeds the networks without conversion.
+
+``transforms_from="noisy"`` takes unpose, bone_lengths, root_rot_mat and root from the noisy keypoints
 (as the official loader does with predicted keypoints); the query points and labels stay in the GT frame.
 """
 
@@ -36,7 +41,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from im2hands.data.sample import SIDES, read_sample
+from im2hands.data.sample import read_sample
+from im2hands.hand.frames import mirror_x
+from im2hands.hand.skeleton import SIDES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -141,6 +148,8 @@ class HandsDataset(Dataset):
                 aidx = self._draw(rng, len(surf), self.anchors_per_hand, replace=False)
             hand = {k: torch.from_numpy(np.asarray(g(prefix + k), dtype=np.float32)) for k in _TRANSFORM_KEYS}
             hand["unpose"] = torch.from_numpy(g(prefix + "unpose"))  # float64, as the official decoder uses it
+            root = hand.pop("root_xyz")
+            hand["root"] = mirror_x(root) if side == "left" else root
             hand |= {
                 "points": torch.from_numpy(g("points")[idx]),
                 "occupancy": torch.from_numpy(g("occupancy")[idx].astype(np.float32)),

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from im2hands._io import atomic_write
+from im2hands.hand.skeleton import SIDES
+
 FORMAT_VERSION = 1
-SIDES = ("right", "left")
 
 
 @dataclass(frozen=True)
@@ -185,27 +186,15 @@ def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> N
     Readers never see a partial file: the target either does not exist, holds the old content or the new.
     Zip members carry a fixed timestamp, so equal arrays give byte-identical files.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
-                for name, value in arrays.items():
-                    info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-                    info.external_attr = 0o644 << 16
-                    with z.open(info, "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; samples are ordinary data files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    def write(f) -> None:
+        with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+            for name, value in arrays.items():
+                info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                with z.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+
+    atomic_write(path, write)
 
 
 def write_sample(path: str | os.PathLike, sample: dict[str, np.ndarray]) -> None:

@@ -12,26 +12,28 @@ Im2Hands ``preprocess_joints``). For one hand it computes
 - the **bone lengths** (16, metres) of those parts, palm = wrist -> middle MCP.
 
 Query space (see ``docs/CONVENTIONS.md``): ``p = R0 (x - wrist) / 0.4`` with ``R0 = root_rot_mat[:3, :3]``
-and the left hand mirrored in x first; :func:`points_to_query` and :func:`query_to_points` convert.
+and the left hand mirrored in x first; :func:`points_to_query` and :func:`query_to_points` convert (defined in :mod:`im2hands.hand.frames`,
+re-exported here).
 
-``official_dtypes=True`` reproduces the official dtype sequence (several float32 casts inside a float64
+``official_quirks=True`` reproduces the official dtype sequence (several float32 casts inside a float64
 computation), so results equal the official numbers to float64 round-off (unpose) and bit for bit (float32
-outputs). ``official_dtypes=False`` runs everything in float64: differentiable, and within 2.3e-5 of the
+outputs). ``official_quirks=False`` runs everything in float64: differentiable, and within 2.3e-5 of the
 official unpose entries on the golden hands (the official float32 casts are the difference).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from im2hands._checks import check_shape, check_tensor
 from im2hands.hand import skeleton
+from im2hands.hand.frames import QUERY_SCALE, SideArg, points_to_query, query_to_points, side_mask, side_mirror
 
-QUERY_SCALE = 0.4
-"""Query units -> metres: ``0.4 * p`` is metres (HALO's convention)."""
+__all__ = ["QUERY_SCALE", "Canonical", "CanonicalDetailed", "canonicalise", "canonicalise_detailed",
+           "points_to_query", "query_to_points"]
 
 # --- index tables (all derived from skeleton.py's joint orders) ----------------------------------------
 _HALO_FROM_INTERNAL = list(skeleton.HALO_FROM_INTERNAL)
@@ -51,9 +53,6 @@ _ROOT_PLANE_ANGLES = (0.8, 0.2, 0.2)
 """Canonical angles between the root-bone planes (thumb|index, middle|ring, ring|pinky), radians."""
 _ROOT_BONE_ANGLES = (0.4, 0.2, 0.2, 0.2)
 """Canonical angles between adjacent root bones (thumb-index, index-middle, middle-ring, ring-pinky)."""
-
-SideArg = Union[skeleton.Side, Tensor]
-"""``"right"``/``"left"`` for a whole batch, or a (B,) bool tensor ``is_right`` (True = right hand)."""
 
 MIN_BONE_LENGTH = 1e-6
 """Bones shorter than this (metres) are degenerate input."""
@@ -96,20 +95,6 @@ class CanonicalDetailed(NamedTuple):
 
 
 # --- input handling ------------------------------------------------------------------------------------
-
-def _side_mask(side: SideArg, batch: int, device) -> Tensor:
-    """(B,) bool tensor, True for right hands, from "right"/"left" or a per-sample bool tensor."""
-    if isinstance(side, str):
-        if side not in ("right", "left"):
-            raise ValueError(f"side: expected 'right', 'left' or a (B,) bool tensor is_right, got {side!r}")
-        return torch.full((batch,), side == "right", dtype=torch.bool, device=device)
-    if isinstance(side, Tensor):
-        if side.dtype != torch.bool or side.shape != (batch,):
-            raise ValueError(f"side: a tensor must be a ({batch},) bool tensor is_right (True = right hand), "
-                             f"got dtype {side.dtype} shape {tuple(side.shape)}")
-        return side.to(device)
-    raise TypeError(f"side: expected 'right', 'left' or a (B,) bool tensor, got {type(side).__name__}")
-
 
 def _side_name(is_right: Tensor, b: int) -> str:
     return "right" if bool(is_right[b]) else "left"
@@ -437,24 +422,23 @@ def _pose_converter(kp: Tensor, c: _Ctx) -> Tensor:
 
 # --- public API ----------------------------------------------------------------------------------------
 
-def canonicalise_detailed(joints: Tensor, side: SideArg, *, official_dtypes: bool = True) -> CanonicalDetailed:
+def canonicalise_detailed(joints: Tensor, side: SideArg, *, official_quirks: bool = True) -> CanonicalDetailed:
     """:func:`canonicalise` plus the intermediate stages (see :class:`CanonicalDetailed`)."""
     check_tensor(joints, "joints")
     check_shape(joints, "B 21 3", "joints")
     if not joints.dtype.is_floating_point:
         raise TypeError(f"joints: expected a floating-point tensor, got {joints.dtype}")
     bs = joints.shape[0]
-    is_right = _side_mask(side, bs, joints.device)
+    is_right = side_mask(side, bs, joints.device)
     if bs == 0:
         raise ValueError("joints: empty batch (B = 0)")
     _check_degenerate(joints, is_right)
 
-    lo = torch.float32 if official_dtypes else torch.float64
+    lo = torch.float32 if official_quirks else torch.float64
     c = _Ctx(lo, joints.device)
     j64 = joints.to(torch.float64)
     rel = (j64 - j64[:, :1])[:, _HALO_FROM_INTERNAL]  # wrist-relative, HALO order (float64)
-    mirror = torch.ones((bs, 1, 3), dtype=torch.float64, device=joints.device)
-    mirror[:, 0, 0] = torch.where(is_right, 1.0, -1.0)
+    mirror = side_mirror(is_right, bs, dtype=torch.float64, device=joints.device)
     joints_halo = (rel * mirror).to(lo)  # left hands mirrored; the official float32 cast
 
     kp = joints_halo[:, _BIOMECH_FROM_HALO].double()
@@ -493,7 +477,7 @@ def canonicalise_detailed(joints: Tensor, side: SideArg, *, official_dtypes: boo
     return CanonicalDetailed(out, joints_halo, glo_rot, canon, posed_to_canon)
 
 
-def canonicalise(joints: Tensor, side: SideArg, *, official_dtypes: bool = True) -> Canonical:
+def canonicalise(joints: Tensor, side: SideArg, *, official_quirks: bool = True) -> Canonical:
     """Canonicalise a batch of hands: 21 keypoints -> unposing transforms, bone lengths, root rotation.
 
     Args:
@@ -501,7 +485,7 @@ def canonicalise(joints: Tensor, side: SideArg, *, official_dtypes: bool = True)
             relative positions matter). float32 or float64; the official input is float64.
         side: ``"right"`` or ``"left"`` for the whole batch, or a (B,) bool tensor ``is_right``. Left hands
             are x-mirrored and handled as right hands, as officially.
-        official_dtypes: reproduce the official dtype sequence (float32 casts; matches the official
+        official_quirks: reproduce the official dtype sequence (float32 casts; matches the official
             numbers to float64 round-off). ``False`` computes everything in float64 (differentiable,
             within ~2.3e-5 of the official unpose entries) and returns float64 throughout. Gradients
             flow through every stage in both modes (the official converter detaches its per-bone frames,
@@ -514,65 +498,4 @@ def canonicalise(joints: Tensor, side: SideArg, *, official_dtypes: bool = True)
             wrist, index1 and middle1 on one line); the message names the hand (batch index, side) and
             the joint(s).
     """
-    return canonicalise_detailed(joints, side, official_dtypes=official_dtypes).canonical
-
-
-def _mirror_for(side: SideArg, batch: int, device, dtype) -> Tensor:
-    """(B, 1, 3) factors [+-1, 1, 1]: -1 in x for left hands."""
-    is_right = _side_mask(side, batch, device)
-    m = torch.ones((batch, 1, 3), dtype=dtype, device=device)
-    m[:, 0, 0] = torch.where(is_right, 1.0, -1.0).to(dtype)
-    return m
-
-
-def _check_query_args(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, names: tuple[str, ...]) -> int:
-    sp = check_shape(points, "B N 3", names[0])
-    sw = check_shape(wrist, "B 3", "wrist")
-    sr = check_shape(root_rot_mat, "B 4 4", "root_rot_mat")
-    for other, nm in ((sw, "wrist"), (sr, "root_rot_mat")):
-        if other["B"] != sp["B"]:
-            raise ValueError(f"{names[0]} and {nm}: mismatched batch size ({sp['B']} vs {other['B']})")
-    return sp["B"]
-
-
-def points_to_query(points: Tensor, wrist: Tensor, root_rot_mat: Tensor, side: SideArg) -> Tensor:
-    """Points in the keypoints' frame -> the hand's query space.
-
-    ``p = R0 (m(x) - m(wrist)) / 0.4`` with ``R0 = root_rot_mat[:3, :3]`` and ``m`` the x-mirror for left
-    hands (identity for right hands).
-
-    Args:
-        points: (B, N, 3) metres, same frame as the keypoints given to :func:`canonicalise`.
-        wrist: (B, 3) metres, :attr:`Canonical.wrist`.
-        root_rot_mat: (B, 4, 4), :attr:`Canonical.root_rot_mat`.
-        side: ``"right"``, ``"left"`` or a (B,) bool tensor ``is_right``.
-    Returns:
-        (B, N, 3) query points (query units, ``0.4 * p`` = metres), dtype of `points`.
-    """
-    bs = _check_query_args(points, wrist, root_rot_mat, ("points",))
-    dt = points.dtype
-    m = _mirror_for(side, bs, points.device, dt)
-    rel = (points - wrist.to(dt).unsqueeze(1)) * m
-    return torch.matmul(rel, root_rot_mat[:, :3, :3].to(dt).transpose(1, 2)) / QUERY_SCALE
-
-
-def query_to_points(p: Tensor, wrist: Tensor, root_rot_mat: Tensor, side: SideArg) -> Tensor:
-    """The hand's query space -> points in the keypoints' frame (inverse of :func:`points_to_query`).
-
-    Computed as the official model does: ``[0.4 p, 1] @ root_rot_mat`` (row vectors), then the mirrored
-    wrist is added and left hands are mirrored back.
-
-    Args:
-        p: (B, N, 3) query points (query units).
-        wrist: (B, 3) metres, :attr:`Canonical.wrist`.
-        root_rot_mat: (B, 4, 4), :attr:`Canonical.root_rot_mat`.
-        side: ``"right"``, ``"left"`` or a (B,) bool tensor ``is_right``.
-    Returns:
-        (B, N, 3) metres in the keypoints' frame, dtype of `p`.
-    """
-    bs = _check_query_args(p, wrist, root_rot_mat, ("p",))
-    dt = p.dtype
-    m = _mirror_for(side, bs, p.device, dt)
-    hom = torch.cat([p * QUERY_SCALE, torch.ones((*p.shape[:-1], 1), dtype=dt, device=p.device)], dim=-1)
-    x = torch.bmm(hom, root_rot_mat.to(dt))[..., :3]
-    return (x + wrist.to(dt).unsqueeze(1) * m) * m
+    return canonicalise_detailed(joints, side, official_quirks=official_quirks).canonical

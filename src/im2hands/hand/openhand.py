@@ -70,6 +70,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
+from im2hands.hand.frames import MIRROR_X
 from im2hands.hand.skeleton import MANO, MANO_KINTREE_PARENTS
 
 OPENHAND_VERSION = "1"
@@ -767,7 +768,7 @@ def build_right() -> dict:
     }
 
 
-_MIRROR = np.array([-1.0, 1.0, 1.0])
+_MIRROR = np.array(MIRROR_X)
 _POSE_MIRROR = np.tile(np.array([1.0, -1.0, -1.0]), 15)
 
 

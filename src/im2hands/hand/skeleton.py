@@ -1,4 +1,5 @@
-"""Joint orders of the field, converters between them, bones, and left/right mirroring.
+"""Joint orders of the field, converters between them, bones, and the two sides (the left mirror itself is
+:func:`im2hands.hand.frames.mirror_x`).
 
 This module is the only place where joint orders are defined. Every other module speaks the **internal
 order** and converts at its edges with the functions below.
@@ -29,6 +30,9 @@ import torch
 from torch import Tensor
 
 Side = Literal["right", "left"]
+"""A hand's side."""
+SIDES: tuple[Side, Side] = ("right", "left")
+"""Both sides, in the one order used everywhere (sample keys, loops over hands)."""
 FINGERS = ("thumb", "index", "middle", "ring", "pinky")
 
 INTERNAL: tuple[str, ...] = ("wrist",) + tuple(f"{f}{i}" for f in FINGERS for i in range(1, 5))
@@ -142,20 +146,8 @@ def internal_to_interhand(right, left):
     return np.concatenate([r, l], axis=-2)
 
 
-MIRROR_X = (-1.0, 1.0, 1.0)
-"""Left hands are mirrored by negating x: a mirrored left hand is handled as a right hand."""
-
-
-def mirror_x(points):
-    """Negate the x coordinate of points (..., 3); the left <-> right mirror used throughout."""
-    if points.shape[-1] != 3:
-        raise ValueError(f"points: expected shape (..., 3), got {tuple(points.shape)}")
-    if isinstance(points, Tensor):
-        return points * points.new_tensor(MIRROR_X)
-    return np.asarray(points) * np.asarray(MIRROR_X, dtype=np.asarray(points).dtype)
-
-
 def other_side(side: Side) -> Side:
+    """The other hand's side; raises ``ValueError`` for anything but "right"/"left"."""
     if side not in ("right", "left"):
         raise ValueError(f"side: expected 'right' or 'left', got {side!r}")
     return "left" if side == "right" else "right"

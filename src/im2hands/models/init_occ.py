@@ -7,7 +7,7 @@ Pipeline per image (``encode``, once) and per hand and query batch (``decode``, 
         --img_ex_{left,right}.prepare--> 16 grid tokens + their attention keys/values per hand
 
     query points p (B,N,3), hand's query frame (0.4·p = metres)
-        --(0.4p, 1) @ root_rot_mat, + root_xyz, mirror x if left, @ Rᵀ + T--> camera coords (metres)
+        --hand.frames.query_to_camera--> camera coords (metres)
         --z minus a reference z--> [x, y, z_rel] ‖ pt_embeddings(x, y, z_rel) = 19-dim query token
         --img_ex attention over [token, 16 grid tokens]--> 19-dim local image feature
         --PartDecoder(p / 0.4, feature, unpose, bone lengths)--> 16 part logits
@@ -16,19 +16,17 @@ Pipeline per image (``encode``, once) and per hand and query batch (``decode``, 
 Usage::
 
     model = InitOcc(InitOccConfig(official_quirks=True)).eval()      # + load_state_dict(official weights)
-    hand = HandInputs.from_canonical(canonicalise(joints_right, "right"), "right")
+    hand = HandInputs.from_canonical(canonicalise(joints_right, "right"))
     with torch.no_grad():
-        enc = model.encode(image, Camera(R=cam_R, T=cam_T))             # once per image
+        enc = model.encode(image, Camera(K=cam_K, R=cam_R, T=cam_T))     # once per image
         occ = model.decode(enc, hand, points_query, "right").occupancy   # (B, N), any number of calls
 
-Frames and units of the inputs (see :class:`HandInputs`, :class:`Camera`):
+Frames and units (:mod:`im2hands.hand.frames`, :class:`HandInputs`, :class:`~im2hands.hand.camera.Camera`):
 
-- *query frame* of a hand: the canonical frame of ``hand.canonical`` scaled so that ``0.4 * p`` is in metres,
-  root (wrist) at the origin. For the **left** hand it is the frame of the x-mirrored world: the left hand
-  is processed as a right hand.
-- *world*: metres. ``root_xyz`` is the wrist in world metres, **stored x-mirrored for the left hand** (as
-  the official meta files store it); the left hand's points are mirrored back to true world axes after the
-  root is added.
+- *query frame* of a hand: the canonical frame of ``hand.root_rot_mat`` scaled so that ``0.4 * p`` is in
+  metres, root (wrist) at the origin. For the **left** hand it is the frame of the x-mirrored world: the left
+  hand is processed as a right hand.
+- *world*: metres, true axes; ``hand.root`` is the wrist in the world.
 - *camera*: OpenCV, metres, ``x_cam = R x_world + T``.
 
 Official mode (``InitOccConfig.official_quirks=True``) reproduces the official forward, including its quirks; the
@@ -53,14 +51,15 @@ results exactly as the official code would.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from im2hands._checks import check_finite, check_shape, check_tensor
+from im2hands.hand.camera import Camera
 from im2hands.hand.canonical import Canonical
+from im2hands.hand.frames import query_to_camera, query_to_query, root_to_camera_z
+from im2hands.hand.skeleton import SIDES, Side, other_side
 from im2hands.models.attention import GridContext, ImageAttention
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
 from im2hands.models.part_decoder import (
@@ -71,9 +70,6 @@ from im2hands.models.part_decoder import (
     Workspace,
     bone_coords,
 )
-
-Side = Literal["left", "right"]
-SIDES: tuple[Side, Side] = ("left", "right")
 
 IMG_FEAT_DIM = 32
 """Channels of the map the query attention reads (``image_final_layer`` output)."""
@@ -112,61 +108,35 @@ class InitOccConfig:
         if self.chunk_points is not None and (not isinstance(self.chunk_points, int) or self.chunk_points < 1):
             raise ValueError(f"chunk_points: expected a positive int, got {self.chunk_points!r}")
 
-    @property
-    def official(self) -> bool:
-        """Read-only alias of :attr:`official_quirks`."""
-        return self.official_quirks
-
-
-@dataclass(frozen=True)
-class Camera:
-    """World-to-camera extrinsics (OpenCV camera: x right, y down, z forward)."""
-
-    R: Tensor
-    """(B, 3, 3) rotation, ``x_cam = R x_world + T``."""
-    T: Tensor
-    """(B, 3) translation, metres."""
-
-    def __post_init__(self):
-        b = check_shape(self.R, "B 3 3", "camera.R")["B"]
-        bt = check_shape(self.T, "B 3", "camera.T")["B"]
-        if b != bt:
-            raise ValueError(f"camera.R and camera.T: mismatched batch size ({b} vs {bt})")
-        check_finite(self.R, "camera.R")
-        check_finite(self.T, "camera.T")
-
-    @property
-    def batch_size(self) -> int:
-        return self.R.shape[0]
-
 
 @dataclass(frozen=True)
 class HandInputs:
-    """One hand's canonicalisation, as the official model receives it (``hand.canonical`` computes it).
+    """One hand's canonicalisation and root (:func:`im2hands.hand.canonical.canonicalise` computes it).
 
-    All four tensors come from the same keypoints; for the left hand they describe the x-mirrored hand.
+    Metres, true world axes: the left hand's root is not mirrored. The official storage (left root x-mirrored)
+    is converted at the official edge (:mod:`im2hands.official.inputs`).
     """
 
     unpose: Tensor
-    """(B, 16, 4, 4) per-bone unposing transforms (official ``inputs[side]``, float64 officially) mapping a
-    point ``p / 0.4`` of the query frame to the bone's canonical frame, in the same units. Bone order:
+    """(B, 16, 4, 4) per-bone unposing transforms (``Canonical.unpose``, float64 officially) mapping a point
+    ``p / 0.4`` of the query frame to the bone's canonical frame, in the same units. Bone order:
     palm, index1-3, middle1-3, pinky1-3, ring1-3, thumb1-3."""
     bone_lengths: Tensor
     """(B, 16) bone lengths in metres, same bone order."""
     root_rot_mat: Tensor
-    """(B, 4, 4) rotation of the query frame: the row vector ``[0.4 p, 1] @ root_rot_mat`` is the point
-    relative to the root in (mirrored, for the left hand) world axes, metres."""
-    root_xyz: Tensor
-    """(B, 3) the hand's root (wrist) in world metres; **x-mirrored for the left hand** (official storage)."""
+    """(B, 4, 4) ``Canonical.root_rot_mat``: the hand's canonical rotation (query frame axes); see
+    :mod:`im2hands.hand.frames` for the maps it defines."""
+    root: Tensor
+    """(B, 3) the hand's root (wrist) in world metres, true axes (the origin of its query frame)."""
 
     def __post_init__(self):
         b = check_shape(self.unpose, "B 16 4 4", "hand.unpose")["B"]
-        for name, spec in (("bone_lengths", "B 16"), ("root_rot_mat", "B 4 4"), ("root_xyz", "B 3")):
+        for name, spec in (("bone_lengths", "B 16"), ("root_rot_mat", "B 4 4"), ("root", "B 3")):
             t = getattr(self, name)
             bb = check_shape(t, spec, f"hand.{name}")["B"]
             if bb != b:
                 raise ValueError(f"hand.{name} and hand.unpose: mismatched batch size ({bb} vs {b})")
-        for name in ("unpose", "bone_lengths", "root_rot_mat", "root_xyz"):
+        for name in ("unpose", "bone_lengths", "root_rot_mat", "root"):
             check_finite(getattr(self, name), f"hand.{name}")
 
     @property
@@ -174,21 +144,23 @@ class HandInputs:
         return self.unpose.shape[0]
 
     @classmethod
-    def from_canonical(cls, canon: Canonical, side: Side, *, root_world: Tensor | None = None) -> HandInputs:
+    def from_canonical(cls, canon: Canonical, *, root: Tensor | None = None) -> HandInputs:
         """Build from :func:`im2hands.hand.canonical.canonicalise` output.
 
         Args:
-            canon: the hand's canonicalisation (B hands of one side).
-            side: "left" or "right", as given to ``canonicalise``.
-            root_world: (B, 3) the hand's root in world metres, true (un-mirrored) axes; default the wrist of
-                the keypoints (``canon.wrist``). Officially it is the ground-truth MANO root.
+            canon: the hand's canonicalisation (B hands).
+            root: (B, 3) the hand's root in world metres, true axes; default the wrist of the keypoints
+                (``canon.wrist``). Officially it is the ground-truth MANO root.
         """
-        _check_side(side)
-        root = canon.wrist if root_world is None else root_world
-        check_shape(root, "B 3", "root_world")
-        stored = root.float() * _mirror(side, root.float())
+        root = canon.wrist if root is None else root
+        check_shape(root, "B 3", "root")
         return cls(unpose=canon.unpose, bone_lengths=canon.bone_lengths, root_rot_mat=canon.root_rot_mat,
-                   root_xyz=stored)
+                   root=root.float())
+
+    def to_camera(self, points: Tensor, side: Side, camera: Camera) -> Tensor:
+        """(B, N, 3) points of this hand's query frame -> (B, N, 3) float32 camera frame, metres
+        (:func:`im2hands.hand.frames.query_to_camera`)."""
+        return query_to_camera(points, self.root, self.root_rot_mat, side, camera.R, camera.T)
 
 
 @dataclass(frozen=True)
@@ -226,59 +198,6 @@ def _check_side(side: object, name: str = "side") -> Side:
     if side not in SIDES:
         raise ValueError(f"{name}: expected 'left' or 'right', got {side!r}")
     return side  # type: ignore[return-value]
-
-
-def _other(side: Side) -> Side:
-    return "right" if side == "left" else "left"
-
-
-def _mirror(side: Side, ref: Tensor) -> Tensor:
-    """(3,) factors that take the side's (mirrored) world to true world axes and back."""
-    sx = -1.0 if side == "left" else 1.0
-    return torch.tensor([sx, 1.0, 1.0], dtype=ref.dtype, device=ref.device)
-
-
-def query_to_camera(points: Tensor, hand: HandInputs, side: Side, camera: Camera) -> Tensor:
-    """Query-frame points -> camera frame, in the official order of operations (float32).
-
-    ``[0.4 p, 1] @ root_rot_mat`` -> ``+ root_xyz`` -> mirror x if left -> ``@ Rᵀ + T``.
-
-    Args:
-        points: (B, N, 3) points in `side`'s query frame (0.4·p = metres).
-        hand: that hand's inputs (root_rot_mat, root_xyz are used).
-    Returns:
-        (B, N, 3) camera coordinates, metres.
-    """
-    x = points.float() * QUERY_SCALE
-    x = torch.bmm(F.pad(x, (0, 1), value=1.0), hand.root_rot_mat.float())[:, :, :3]
-    x = x + hand.root_xyz.float().unsqueeze(1)
-    if side == "left":
-        x = x * _mirror(side, x)
-    return torch.bmm(x, camera.R.float().transpose(1, 2)) + camera.T.float().unsqueeze(1)
-
-
-def root_camera_z(hand: HandInputs, side: Side, camera: Camera) -> Tensor:
-    """(B,) camera z of the hand's root (wrist), metres: the default reference for the token's z."""
-    root = hand.root_xyz.float() * _mirror(side, hand.root_xyz.float())
-    return (torch.bmm(root.unsqueeze(1), camera.R.float().transpose(1, 2)) + camera.T.float().unsqueeze(1))[:, 0, 2]
-
-
-def transfer_query_points(points: Tensor, src: HandInputs, src_side: Side, dst: HandInputs,
-                          dst_side: Side) -> Tensor:
-    """Map points from one hand's query frame to the other's (through true world axes).
-
-    Args:
-        points: (B, N, 3) points in `src_side`'s query frame.
-    Returns:
-        (B, N, 3) the same physical points in `dst_side`'s query frame.
-    """
-    x = points.float() * QUERY_SCALE
-    rot_src = src.root_rot_mat.float()
-    x = torch.bmm(F.pad(x, (0, 1), value=1.0), rot_src)[:, :, :3] + src.root_xyz.float().unsqueeze(1)
-    x = x * _mirror(src_side, x) * _mirror(dst_side, x)        # src mirrored world -> dst mirrored world
-    rot_dst = dst.root_rot_mat.float()
-    rel = x - dst.root_xyz.float().unsqueeze(1) - rot_dst[:, 3:, :3]
-    return torch.bmm(rel, torch.linalg.inv(rot_dst[:, :3, :3])) / QUERY_SCALE
 
 
 class InitOcc(nn.Module):
@@ -384,10 +303,10 @@ class InitOcc(nn.Module):
         """(hand whose frame `points` are in, its side, decoder points p/0.4 in this hand's frame)."""
         if not pen:
             return hand, side, points.float() / QUERY_SCALE
-        src_side = _other(side)
+        src_side = other_side(side)
         if self.config.official_quirks:
             return other, src_side, points.float() / QUERY_SCALE
-        local = transfer_query_points(points, other, src_side, hand, side)
+        local = query_to_query(points, other.root, other.root_rot_mat, src_side, hand.root, hand.root_rot_mat, side)
         return other, src_side, local / QUERY_SCALE
 
     def query_tokens(self, encoding: InitOccEncoding, hand: HandInputs, points: Tensor, side: Side, *,
@@ -398,14 +317,14 @@ class InitOcc(nn.Module):
         """
         self._check_decode_args(encoding, hand, points, side, pen, other)
         frame_hand, frame_side, _ = self._frames(hand, points, side, pen, other)
-        cam = query_to_camera(points, frame_hand, frame_side, encoding.camera)
+        cam = frame_hand.to_camera(points, frame_side, encoding.camera)
         z_ref = self._z_ref(cam, hand, side, encoding.camera)
         return self._tokens(cam, z_ref, side)
 
     def _z_ref(self, cam: Tensor, hand: HandInputs, side: Side, camera: Camera) -> Tensor:
         if self.config.official_quirks:
             return cam[:, 0, 2].clone()            # quirk 1: z of query 0 of each row
-        return root_camera_z(hand, side, camera)   # fix: z of this hand's root
+        return root_to_camera_z(hand.root, camera.R, camera.T)   # fix: z of this hand's root
 
     def _tokens(self, cam: Tensor, z_ref: Tensor, side: Side) -> Tensor:
         rel = torch.cat([cam[..., :2], cam[..., 2:] - z_ref.view(-1, 1, 1)], dim=-1)      # (B, n, 3)
@@ -422,7 +341,8 @@ class InitOcc(nn.Module):
         return self.img_ex(side).attend(encoding.grid(side), tokens)
 
     def decode(self, encoding: InitOccEncoding, hand: HandInputs, points: Tensor, side: Side, *,
-               pen: bool = False, other: HandInputs | None = None) -> InitOccOutput:
+               pen: bool = False, other: HandInputs | None = None,
+               points_cam: Tensor | None = None) -> InitOccOutput:
         """Occupancy of one hand at query points.
 
         Args:
@@ -435,10 +355,16 @@ class InitOcc(nn.Module):
             pen: evaluate this hand's network at the other hand's points (the official penetration pass
                 inside ref_occ); needs ``other``.
             other: the other hand's :class:`HandInputs` (only with ``pen=True``).
+            points_cam: (B, N, 3) float32 camera-frame coordinates of `points`, metres, as
+                :meth:`HandInputs.to_camera` computes them (of the hand whose frame `points` are in), when
+                the caller already has them; None computes them.
         Returns:
             :class:`InitOccOutput` with occupancy (B, N) and part logits (B, N, 16), float32.
         """
         b, n = self._check_decode_args(encoding, hand, points, side, pen, other)
+        if points_cam is not None and tuple(points_cam.shape) != tuple(points.shape):
+            raise ValueError(f"points_cam: expected the shape of points {tuple(points.shape)}, "
+                             f"got {tuple(points_cam.shape)}")
         frame_hand, frame_side, points_dec = self._frames(hand, points, side, pen, other)
         decoder = self.decoder(side)
         weights = decoder.stacked_weights()
@@ -457,14 +383,17 @@ class InitOcc(nn.Module):
         official = self.config.official_quirks
         for block in range(0, n, step * TOKEN_CHUNKS):
             bl = slice(block, min(n, block + step * TOKEN_CHUNKS))
-            cam = query_to_camera(points[:, bl], frame_hand, frame_side, encoding.camera)
+            if points_cam is None:
+                cam = frame_hand.to_camera(points[:, bl], frame_side, encoding.camera)
+            else:
+                cam = points_cam[:, bl].float()
             if z_ref is None:
                 z_ref = self._z_ref(cam, hand, side, encoding.camera)
             feats = img_ex.attend(ctx, self._tokens(cam, z_ref, side))          # (B, block, 19)
             for start in range(bl.start, bl.stop, step):
                 sl = slice(start, min(bl.stop, start + step))
                 feat = feats[:, sl.start - bl.start:sl.stop - bl.start]
-                chunk = decoder(points_dec[:, sl], feat, code, official=official, weights=weights,
+                chunk = decoder(points_dec[:, sl], feat, code, official_quirks=official, weights=weights,
                                 workspace=workspace)
                 if keep_graph:
                     logits.append(chunk)
@@ -479,7 +408,7 @@ class InitOcc(nn.Module):
     def bone_coords(self, hand: HandInputs, points: Tensor) -> Tensor:
         """(B, N, 16, 3) decoder points ``p / 0.4`` in each bone's frame (float64 in official mode)."""
         check_shape(points, "B N 3", "points")
-        return bone_coords(points.float() / QUERY_SCALE, hand.unpose, official=self.config.official_quirks)
+        return bone_coords(points.float() / QUERY_SCALE, hand.unpose, official_quirks=self.config.official_quirks)
 
     def stacked_weights(self, side: Side) -> StackedWeights:
         return self.decoder(_check_side(side)).stacked_weights()

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from im2hands._checks import check_finite, check_same_size, check_shape, check_tensor
+from im2hands.hand.frames import MIRROR_X
 from im2hands.hand.skeleton import HALO_PARENTS
 from im2hands.models.attention import ImageAttention
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig, ImageFeatures
@@ -84,7 +85,7 @@ def normalise_keypoints(joints_left: Tensor, joints_right: Tensor, *, cam_R: Ten
         check_finite(x, name)
     check_finite(joints_left, "joints_left")
     f64 = torch.float64
-    mirror = torch.tensor([-1.0, 1.0, 1.0], dtype=f64, device=joints_left.device)
+    mirror = torch.tensor(MIRROR_X, dtype=f64, device=joints_left.device)
     left = (joints_left.to(f64) + left_root_xyz.to(f64)[:, None]) * mirror
     right = joints_right.to(f64) + right_root_xyz.to(f64)[:, None]
     rot_t = cam_R.to(f64).transpose(1, 2)

@@ -208,7 +208,7 @@ class PartDecoder(nn.Module):
         return HandCode(bone_latent=bone_latent, global_proj=gproj, layer0_bias=bias0, unpose=unpose32)
 
     # ------------------------------------------------------------------ per-point
-    def forward(self, points_dec: Tensor, img_feat: Tensor, code: HandCode, *, official: bool,
+    def forward(self, points_dec: Tensor, img_feat: Tensor, code: HandCode, *, official_quirks: bool,
                 weights: StackedWeights | None = None, workspace: Workspace | None = None) -> Tensor:
         """Part logits of one chunk of points.
 
@@ -216,7 +216,7 @@ class PartDecoder(nn.Module):
             points_dec: (B, n, 3) float32 decoder input points ``p / 0.4`` (p = query space).
             img_feat: (B, n, 19) float32 local image features.
             code: the rows' :class:`HandCode`.
-            official: compute the bone-frame coordinates as the official code does (float64 product of the
+            official_quirks: compute the bone-frame coordinates as the official code does (float64 product of the
                 float32 operands, rounded to float32); otherwise fold the bone transform into layer 0.
             weights: :meth:`stacked_weights` (computed here if omitted).
             workspace: reusable activation buffers for inference (autograd off); None allocates per call.
@@ -244,8 +244,8 @@ class PartDecoder(nn.Module):
             return torch.baddbmm(bias, x, w) if out is None else torch.baddbmm(bias, x, w, out=out)
 
         bias0 = code.layer0_bias.transpose(0, 1).reshape(K * B, 1, HIDDEN)       # (16B, 1, 64)
-        if official:
-            xb = bone_coords(points_dec, code.unpose, official=True).float()       # (B, n, 16, 3)
+        if official_quirks:
+            xb = bone_coords(points_dec, code.unpose, official_quirks=True).float()       # (B, n, 16, 3)
             xb = xb.permute(2, 0, 1, 3).reshape(K * B, n, 3)
             w0 = sw.w0_xyz.unsqueeze(1).expand(-1, B, -1, -1).reshape(K * B, 3, HIDDEN)
             x1 = torch.cat([xb, xb.new_ones(K * B, n, 1)], dim=-1)                 # (16B, n, 4)
@@ -294,19 +294,19 @@ class Workspace:
         return buf[:numel].view(shape)
 
 
-def bone_coords(points_dec: Tensor, unpose: Tensor, *, official: bool) -> Tensor:
+def bone_coords(points_dec: Tensor, unpose: Tensor, *, official_quirks: bool) -> Tensor:
     """Express decoder points in each bone's canonical frame: ``(unpose_b @ [q, 1])[:3]``.
 
     Args:
         points_dec: (B, N, 3) decoder input points ``q = p / 0.4`` (p = query space), float32.
         unpose: (B, 16, 4, 4) unposing transforms, canonical query frame / 0.4 -> bone frame.
-        official: True: cast unpose to float32 then compute the product in float64 (the official decoder
+        official_quirks: True: cast unpose to float32 then compute the product in float64 (the official decoder
             does ``latent.double() @ xyz.double()`` on float32 operands), returning float64. False: float32.
     Returns:
-        (B, N, 16, 3) bone-frame coordinates (float64 if ``official`` else float32).
+        (B, N, 16, 3) bone-frame coordinates (float64 if ``official_quirks`` else float32).
     """
     u = unpose.float()
-    if official:
+    if official_quirks:
         u = u.double()
         q = points_dec.float().double()
     else:

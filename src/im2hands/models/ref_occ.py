@@ -5,7 +5,7 @@ Once per image (:meth:`RefOcc.encode`)::
     image --image_encoder (own, trainable ResNetSimple)--> hms_fmaps, dp_fmaps
         hms/dp_fmaps[-1] (128@64²) --bilinear x4--> 256@256² --image_final_layer (1x1)--> img_feat 32@256²
         hms/dp_fmaps[0] (128@8²) --hms/dp_global_layer (8x8 conv)--> img_global (256)
-    anchors (512 per hand, mm, root-relative, world axes) --camera, project, sample img_feat-->
+    anchors (512 per hand, hand's query frame) --camera, project, sample img_feat-->
         anchor feature = 32 sampled channels ‖ hand one-hot (left [1,0], right [0,1])
     both hands' anchors in the flipped camera frame, centred on the bbox centre of all 1024 anchors
         --trans_enc (same encoder for both hands)--> z (256), 128 anchors, 128 local latents per hand
@@ -50,21 +50,17 @@ bounded at any point count; results independent of the chunk size in both modes)
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from im2hands._checks import check_finite, check_shape, check_tensor
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
-from im2hands.models.init_occ import (Camera, HandInputs, InitOcc, InitOccConfig, InitOccEncoding,
-                                      query_to_camera)
+from im2hands.hand.camera import Camera
+from im2hands.hand.skeleton import SIDES, Side, other_side
+from im2hands.models.init_occ import HandInputs, InitOcc, InitOccConfig, InitOccEncoding
 from im2hands.models.point_transformer import (FPS_SKIP_SQ_NORM, DecoderCache, PointEncoding,
                                                PointTransformerDecoderOcc, PointTransformerEncoder)
-
-Side = Literal["left", "right"]
-SIDES: tuple[Side, Side] = ("left", "right")
 
 N_ANCHORS = 512
 """Anchors per hand read by the encoder (official: 512 surface samples of the initial mesh)."""
@@ -95,11 +91,6 @@ class RefOccConfig:
     def __post_init__(self):
         if not isinstance(self.chunk_points, int) or self.chunk_points < 1:
             raise ValueError(f"chunk_points: expected a positive int, got {self.chunk_points!r}")
-
-    @property
-    def official(self) -> bool:
-        """Read-only alias of :attr:`official_quirks`."""
-        return self.official_quirks
 
 
 @dataclass(frozen=True)
@@ -179,18 +170,14 @@ class RefOccOutput:
     """Right network at the *left* points."""
 
 
-def _other(side: Side) -> Side:
-    return "right" if side == "left" else "left"
-
-
-def project_and_sample(img_feat: Tensor, cam: Tensor, intrinsics: Tensor, *, official: bool) -> Tensor:
+def project_and_sample(img_feat: Tensor, cam: Tensor, intrinsics: Tensor, *, official_quirks: bool) -> Tensor:
     """Sample the pixel-aligned feature map at the projections of camera-frame points.
 
     Args:
         img_feat: (B, C, H, W) feature map of the crop (H = W = 256).
         cam: (B, N, 3) points, OpenCV camera frame, metres.
         intrinsics: (B, 3, 3) crop intrinsics, pixels.
-        official: official pixel mapping ``(uv - 128) / 128`` with ``align_corners=True``; otherwise the
+        official_quirks: official pixel mapping ``(uv - 128) / 128`` with ``align_corners=True``; otherwise the
             pixel-centre mapping ``(uv + 0.5) / (W / 2) - 1`` with ``align_corners=False``.
     Returns:
         (B, N, C) bilinearly sampled features (zero outside the map).
@@ -198,27 +185,13 @@ def project_and_sample(img_feat: Tensor, cam: Tensor, intrinsics: Tensor, *, off
     pix = torch.bmm(cam * 1000, intrinsics.float().transpose(1, 2))  # official scales to mm first
     uv = pix[..., :2] / pix[..., 2:]
     size = torch.tensor(img_feat.shape[-1:-3:-1], dtype=uv.dtype, device=uv.device)  # (W, H)
-    if official:
+    if official_quirks:
         grid = (uv - 128) / 128
     else:
         grid = (uv + 0.5) / (size / 2) - 1
     out = F.grid_sample(img_feat, grid.unsqueeze(2), mode="bilinear", padding_mode="zeros",
-                        align_corners=official)
+                        align_corners=official_quirks)
     return out[..., 0].transpose(1, 2)
-
-
-def anchors_to_camera(anchors_mm: Tensor, hand: HandInputs, side: Side, camera: Camera) -> Tensor:
-    """Anchors (mm, root-relative, true world axes) -> camera frame, metres, float32.
-
-    ``anchors / 1000`` (float64 if given so) -> float32 -> ``+ root`` (the left root un-mirrored) ->
-    ``@ Rᵀ + T``.
-    """
-    x = (anchors_mm / 1000).float()
-    root = hand.root_xyz.float()
-    if side == "left":
-        root = root * torch.tensor([-1.0, 1.0, 1.0], dtype=root.dtype, device=root.device)
-    x = x + root.unsqueeze(1)
-    return torch.bmm(x, camera.R.float().transpose(1, 2)) + camera.T.float().unsqueeze(1)
 
 
 class RefOcc(nn.Module):
@@ -264,11 +237,11 @@ class RefOcc(nn.Module):
         img_feat = F.interpolate(small, size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False)
         return img_feat, torch.cat([hms_global, dp_global], dim=1)
 
-    def _check_encode(self, image, camera, intrinsics, left, right, anchors_left, anchors_right) -> int:
+    def _check_encode(self, image, camera, left, right, anchors_left, anchors_right) -> int:
         check_tensor(image, "image")
         b = check_shape(image, f"B 3 {MAP_SIZE} {MAP_SIZE}", "image")["B"]
-        if not isinstance(camera, Camera):
-            raise TypeError(f"camera: expected a Camera, got {type(camera).__name__}")
+        if not isinstance(camera, Camera) or not isinstance(camera.R, Tensor):
+            raise TypeError(f"camera: expected a Camera of tensors, got {type(camera).__name__}")
         for name, hand in (("left", left), ("right", right)):
             if not isinstance(hand, HandInputs):
                 raise TypeError(f"{name}: expected a HandInputs, got {type(hand).__name__}")
@@ -276,10 +249,6 @@ class RefOcc(nn.Module):
                 raise ValueError(f"image and {name}: mismatched batch size ({b} vs {hand.batch_size})")
         if camera.batch_size != b:
             raise ValueError(f"image and camera: mismatched batch size ({b} vs {camera.batch_size})")
-        check_tensor(intrinsics, "intrinsics")
-        if check_shape(intrinsics, "B 3 3", "intrinsics")["B"] != b:
-            raise ValueError(f"image and intrinsics: mismatched batch size ({b} vs {intrinsics.shape[0]})")
-        check_finite(intrinsics, "intrinsics")
         for name, a in (("anchors_left", anchors_left), ("anchors_right", anchors_right)):
             check_tensor(a, name)
             if check_shape(a, f"B {N_ANCHORS} 3", name)["B"] != b:
@@ -288,33 +257,40 @@ class RefOcc(nn.Module):
         check_finite(image, "image")
         return b
 
-    def encode(self, image: Tensor, camera: Camera, intrinsics: Tensor, left: HandInputs, right: HandInputs,
+    def encode(self, image: Tensor, camera: Camera, left: HandInputs, right: HandInputs,
                anchors_left: Tensor, anchors_right: Tensor) -> RefOccEncoding:
         """Everything that depends on the image and the anchors; run once per image.
 
         Args:
             image: (B, 3, 256, 256) RGB normalised with the ImageNet mean/std.
-            camera: world -> camera extrinsics (batch B).
-            intrinsics: (B, 3, 3) intrinsics of the 256x256 crop, pixels.
+            camera: the images' cameras (:class:`~im2hands.hand.camera.Camera` of (B, ...) tensors; K is the
+                256x256 crop's intrinsics, pixels).
             left, right: each hand's canonicalisation (:class:`~im2hands.models.init_occ.HandInputs`).
-            anchors_left, anchors_right: (B, 512, 3) anchor points on each hand's initial surface,
-                **millimetres, relative to the hand root, true world axes** (the left hand not mirrored).
+            anchors_left, anchors_right: (B, 512, 3) anchor points on each hand's initial surface, in **that
+                hand's query frame** (query units, like the points of :meth:`decode`; the surface points of
+                a :class:`~im2hands.data.dataset.HandsDataset` item).
         Returns:
             :class:`RefOccEncoding`.
         """
-        self._check_encode(image, camera, intrinsics, left, right, anchors_left, anchors_right)
-        official = self.config.official
+        self._check_encode(image, camera, left, right, anchors_left, anchors_right)
+        return self.encode_camera(image, camera, left, right, left.to_camera(anchors_left, "left", camera),
+                                  right.to_camera(anchors_right, "right", camera))
+
+    def encode_camera(self, image: Tensor, camera: Camera, left: HandInputs, right: HandInputs,
+                      anchors_cam_left: Tensor, anchors_cam_right: Tensor) -> RefOccEncoding:
+        """:meth:`encode` with the anchors already in the camera frame: (B, 512, 3) each, metres, OpenCV."""
+        self._check_encode(image, camera, left, right, anchors_cam_left, anchors_cam_right)
+        official = self.config.official_quirks
+        intrinsics = camera.K.float()
         with torch.no_grad():
             init_enc = self.init_occ.encode(image, camera)
         img_feat, img_global = self.image_maps(image)
-        hands = {"left": left, "right": right}
-        anchors = {"left": anchors_left, "right": anchors_right}
+        cams = {"left": anchors_cam_left.float(), "right": anchors_cam_right.float()}
         feat, flip = {}, {}
         f = torch.tensor(FLIP, device=image.device)
         for side in SIDES:
-            cam = anchors_to_camera(anchors[side], hands[side], side, camera)
-            feat[side] = project_and_sample(img_feat, cam, intrinsics, official=official)
-            flip[side] = cam * f
+            feat[side] = project_and_sample(img_feat, cams[side], intrinsics, official_quirks=official)
+            flip[side] = cams[side] * f
         both = torch.cat([flip["left"], flip["right"]], dim=1)
         center = (both.amax(dim=1) + both.amin(dim=1)) / 2  # (B, 3)
         skip = FPS_SKIP_SQ_NORM if official else None
@@ -335,11 +311,11 @@ class RefOcc(nn.Module):
                                      z_context=ctx[side], z_pen=pen[side], cache=cache, cache_pen=cache_pen)
         return RefOccEncoding(img_feat=img_feat, img_global=img_global, center=center, left=out["left"],
                               right=out["right"], init_occ=init_enc, camera=camera,
-                              intrinsics=intrinsics.float(), hand_left=left, hand_right=right)
+                              intrinsics=intrinsics, hand_left=left, hand_right=right)
 
     def _context(self, z: dict[Side, Tensor], img_global: Tensor) -> dict[Side, Tensor]:
         """Both hands' context layer, each reading the latents from before this call."""
-        return {s: self.context_enc(torch.cat([z[s], z[_other(s)], img_global], dim=1)) for s in SIDES}
+        return {s: self.context_enc(torch.cat([z[s], z[other_side(s)], img_global], dim=1)) for s in SIDES}
 
     # ------------------------------------------------------------------ decode
 
@@ -351,8 +327,11 @@ class RefOcc(nn.Module):
         Returns:
             ((B, N, 32) sampled image feature, (B, N, 3) centred flipped camera coordinates, metres).
         """
-        cam = query_to_camera(points, encoding.inputs(side), side, encoding.camera)
-        feat = project_and_sample(encoding.img_feat, cam, encoding.intrinsics, official=self.config.official)
+        return self._camera_features(encoding, encoding.inputs(side).to_camera(points, side, encoding.camera))
+
+    def _camera_features(self, encoding: RefOccEncoding, cam: Tensor) -> tuple[Tensor, Tensor]:
+        feat = project_and_sample(encoding.img_feat, cam, encoding.intrinsics,
+                                  official_quirks=self.config.official_quirks)
         flip = torch.tensor(FLIP, dtype=cam.dtype, device=cam.device)
         return feat, cam * flip - encoding.center[:, None]
 
@@ -375,8 +354,9 @@ class RefOcc(nn.Module):
         extra output dropped), which gives exactly the values of one call on all points.
         """
         hand = encoding.inputs(side)
-        frame_side = _other(side) if pen else side
+        frame_side = other_side(side) if pen else side
         other = encoding.inputs(frame_side) if pen else None
+        frame_hand = encoding.inputs(frame_side)
         henc = encoding.hand(side)
         cache = henc.cache_pen if pen else henc.cache
         b, n = points.shape[:2]
@@ -384,12 +364,16 @@ class RefOcc(nn.Module):
         logits, inits = [], []
         for s in range(0, n, step):
             chunk = points[:, s:s + step]
+            cam = frame_hand.to_camera(chunk, frame_side, encoding.camera)   # once per chunk, for both nets
             lead = 1 if (s > 0 and self.config.official_quirks) else 0
             with torch.no_grad():
                 init_pts = torch.cat([points[:, :1], chunk], dim=1) if lead else chunk
-                init = self.init_occ.decode(encoding.init_occ, hand, init_pts, side, pen=pen,
-                                            other=other).occupancy[:, lead:]
-            feat, xyz = self.query_features(encoding, chunk, frame_side)
+                init_cam = torch.cat([cam0, cam], dim=1) if lead else cam
+                init = self.init_occ.decode(encoding.init_occ, hand, init_pts, side, pen=pen, other=other,
+                                            points_cam=init_cam).occupancy[:, lead:]
+            if s == 0:
+                cam0 = cam[:, :1]
+            feat, xyz = self._camera_features(encoding, cam)
             qfeat = torch.cat([feat, init[..., None].expand(-1, -1, 32)], dim=2)
             logits.append(self.trans_dec(xyz, qfeat, cache, chunk_size=self.config.chunk_points,
                                          scratch=scratch))
@@ -422,7 +406,7 @@ class RefOcc(nn.Module):
             scratch = self.trans_dec.scratch(min(most, self.config.chunk_points), encoding.img_feat)
         main = {s: self._decode_hand(encoding, s, points[s], pen=False, scratch=scratch) for s in SIDES}
         if pen:
-            other = {s: self._decode_hand(encoding, s, points[_other(s)], pen=True, scratch=scratch)
+            other = {s: self._decode_hand(encoding, s, points[other_side(s)], pen=True, scratch=scratch)
                      for s in SIDES}
         else:
             other = {s: self._empty(encoding) for s in SIDES}
@@ -434,9 +418,9 @@ class RefOcc(nn.Module):
         z = encoding.img_feat.new_zeros(encoding.batch_size, 0)
         return HandOutput(occupancy=z, logit=z, init_occupancy=z)
 
-    def forward(self, image: Tensor, camera: Camera, intrinsics: Tensor, left: HandInputs, right: HandInputs,
+    def forward(self, image: Tensor, camera: Camera, left: HandInputs, right: HandInputs,
                 anchors_left: Tensor, anchors_right: Tensor, points_left: Tensor, points_right: Tensor, *,
                 pen: bool = False) -> RefOccOutput:
         """Encode and decode in one call (training entry point)."""
-        enc = self.encode(image, camera, intrinsics, left, right, anchors_left, anchors_right)
+        enc = self.encode(image, camera, left, right, anchors_left, anchors_right)
         return self.decode(enc, points_left, points_right, pen=pen)

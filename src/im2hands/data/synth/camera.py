@@ -11,62 +11,11 @@ projected vertices is centred in the ``size`` x ``size`` image and its longer si
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from im2hands.hand.camera import Camera, look_at
 
-@dataclass(frozen=True)
-class Camera:
-    """A pinhole camera of one square image (OpenCV convention)."""
-
-    K: np.ndarray
-    """(3, 3) float64 intrinsics of the ``size`` x ``size`` crop, pixels."""
-    R: np.ndarray
-    """(3, 3) float64 world -> camera rotation."""
-    T: np.ndarray
-    """(3,) float64 world -> camera translation, metres."""
-    size: int = 256
-    """Image width and height, pixels."""
-
-    def to_camera(self, points_world: np.ndarray) -> np.ndarray:
-        """(..., 3) world points (metres) -> (..., 3) camera-frame points (metres)."""
-        return np.asarray(points_world, dtype=np.float64) @ self.R.T + self.T
-
-    def project(self, points_world: np.ndarray) -> np.ndarray:
-        """(..., 3) world points (metres) -> (..., 2) pixel coordinates."""
-        cam = self.to_camera(points_world)
-        uvw = cam @ self.K.T
-        return uvw[..., :2] / uvw[..., 2:3]
-
-    @property
-    def centre_world(self) -> np.ndarray:
-        """(3,) position of the camera centre in the world frame, metres."""
-        return -self.R.T @ self.T
-
-
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World -> camera rotation and translation of a camera at `eye` looking at `target` (OpenCV axes).
-
-    Args:
-        eye, target: (3,) world points, metres.
-        up: (3,) world direction that appears upwards in the image (camera -y); must not be parallel to
-            the viewing direction.
-    Returns:
-        ``(R (3, 3), T (3,))`` with ``R (target - eye)`` along +z.
-    """
-    eye, target, up = (np.asarray(x, dtype=np.float64) for x in (eye, target, up))
-    z = target - eye
-    if np.linalg.norm(z) < 1e-9:
-        raise ValueError("eye, target: the camera centre coincides with the target")
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, up)  # image right = forward x up
-    if np.linalg.norm(x) < 1e-6:
-        raise ValueError("up: parallel to the viewing direction")
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    R = np.stack([x, y, z])
-    return R, -R @ eye
+__all__ = ["Camera", "crop_intrinsics", "look_at", "sample_camera"]
 
 
 def crop_intrinsics(points_cam: np.ndarray, size: int = 256, fill: float = 0.8) -> np.ndarray:

@@ -38,7 +38,6 @@ from im2hands.data.synth.occupancy import OccupancyConfig, check_closed, sample_
 
 SPLITS = ("train", "val", "test")
 SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
-MIRROR_X = np.diag([-1.0, 1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -134,8 +133,7 @@ def hand_frames(joints_world: np.ndarray, sides: tuple[str, ...]) -> list[HandFr
     """Canonicalise a batch of hands' keypoints in one call.
 
     Uses :func:`im2hands.hand.canonical.canonicalise` with the official dtypes (the numbers the official
-    networks were trained on). The query map is ``p = R0 (m(x) - m(wrist)) / 0.4``, ``m`` the x-mirror of
-    left hands (:func:`im2hands.hand.canonical.points_to_query`), written here as one 4x4 matrix per hand.
+    networks were trained on). The query map is :func:`im2hands.hand.frames.world_to_query_matrix`.
 
     Args:
         joints_world: (B, 21, 3) keypoints, internal order, world frame, metres.
@@ -145,7 +143,8 @@ def hand_frames(joints_world: np.ndarray, sides: tuple[str, ...]) -> list[HandFr
     """
     import torch
 
-    from im2hands.hand.canonical import QUERY_SCALE, canonicalise, points_to_query
+    from im2hands.hand.canonical import canonicalise
+    from im2hands.hand.frames import mirror_x, world_to_query_matrix
 
     joints_world = np.asarray(joints_world, dtype=np.float64)
     if joints_world.ndim != 3 or joints_world.shape[1:] != (21, 3) or len(sides) != len(joints_world):
@@ -154,27 +153,19 @@ def hand_frames(joints_world: np.ndarray, sides: tuple[str, ...]) -> list[HandFr
     if bad:
         raise ValueError(f"sides: expected 'right' or 'left', got {bad}")
     is_right = torch.tensor([s == "right" for s in sides])
-    joints_t = torch.from_numpy(joints_world)
-    c = canonicalise(joints_t, is_right)
+    c = canonicalise(torch.from_numpy(joints_world), is_right)
     wrist = c.wrist.numpy().astype(np.float64)
-    root_rot = c.root_rot_mat.numpy().astype(np.float64)
+    w2q = world_to_query_matrix(c.wrist, c.root_rot_mat.double(), is_right).numpy()
     frames = []
     for b, side in enumerate(sides):
-        mirror = MIRROR_X if side == "left" else np.eye(3)
-        w2q = np.eye(4)
-        w2q[:3, :3] = root_rot[b, :3, :3] @ mirror / QUERY_SCALE
-        w2q[:3, 3] = -w2q[:3, :3] @ wrist[b]
         frames.append(HandFrame(
             unpose=c.unpose[b].numpy(),
             bone_lengths=c.bone_lengths[b].numpy(),
-            root_rot_mat=root_rot[b],
-            root_xyz=wrist[b] @ mirror,  # official convention: the left hand's root is stored x-mirrored
-            world_to_query=w2q,
+            root_rot_mat=c.root_rot_mat[b].numpy().astype(np.float64),
+            # the sample format stores the left hand's root x-mirrored (docs/DATA.md, official storage)
+            root_xyz=mirror_x(wrist[b]) if side == "left" else wrist[b],
+            world_to_query=w2q[b],
         ))
-    # the matrices are the same maps as points_to_query (checked on the joints: cheap and exact)
-    ref = points_to_query(joints_t, c.wrist, c.root_rot_mat.double(), is_right).numpy()
-    mine = np.stack([_transform(f.world_to_query, j) for f, j in zip(frames, joints_world)])
-    assert np.allclose(ref, mine, atol=1e-9), np.abs(ref - mine).max()
     return frames
 
 
@@ -206,7 +197,7 @@ def make_sample(
     seed: int, split: str, index: int, *, hands: Any, api: _SceneAPI, renderer, occupancy: OccupancyConfig
 ) -> dict[str, np.ndarray]:
     """Make sample ``index`` of ``split``: a dict in the format of :mod:`im2hands.data.sample`."""
-    from im2hands.data.synth.render import random_appearance
+    from im2hands.viz.render import random_appearance
 
     rng_scene, rng_noise, rng_look, rng_occ = (np.random.default_rng(s) for s in sample_seed(seed, split, index).spawn(4))
     scene = api.sample_scene(rng_scene, hands)
@@ -289,7 +280,7 @@ def _init_worker(config: SynthConfig) -> None:
     the error is kept and raised by the worker's first task instead, which ends the job."""
     try:
         os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-        from im2hands.data.synth.render import HandRenderer
+        from im2hands.viz.render import HandRenderer
 
         import torch
 
@@ -455,7 +446,7 @@ def _write_summary(out: Path, summary: SynthSummary) -> None:
 
 def _start_method(config: SynthConfig) -> str:
     """``fork`` or ``spawn`` for the worker pool (see :attr:`SynthConfig.start_method`)."""
-    from im2hands.data.synth import render
+    from im2hands.viz import render
 
     method = config.start_method
     if method == "auto":
@@ -543,7 +534,7 @@ def generate(config: SynthConfig) -> SynthSummary:
     summary = summarise(config, len(todo), config.num - len(todo), len(corrupt), seconds, first)
     _write_summary(config.out, summary)
     if config.gallery and config.num:
-        from im2hands.data.synth.gallery import save_gallery
+        from im2hands.viz.gallery import save_gallery
 
         paths = [sample_path(config.out, config.split, i) for i in range(min(config.gallery, config.num))]
         save_gallery(paths, Path(config.out) / "gallery.png")

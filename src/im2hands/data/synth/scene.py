@@ -35,7 +35,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -46,6 +45,7 @@ from im2hands.data.synth import poses as P
 from im2hands.data.synth.camera import Camera, sample_camera
 from im2hands.data.synth.seal import MANO_WRIST_RIM, boundary_loops, seal_topology, seal_vertices
 from im2hands.hand import skeleton as sk
+from im2hands.hand.skeleton import Side
 from im2hands.hand.mano import ManoLayer, load_mano_pickle, find_mano_file, mano_model_from_dict
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "MAX_PENETRATION_VOLUME", "load_hand_models", "sample_scene", "measure_pair",
 ]
 
-Side = Literal["right", "left"]
 
 KINDS: dict[str, float] = {"clasp": 0.2, "touch": 0.3, "cross": 0.25, "near": 0.25}
 """Interaction categories and their probabilities."""

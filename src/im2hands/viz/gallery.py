@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from im2hands._io import atomic_write
 from im2hands.data.sample import read_sample
 
 _MASK_COLOURS = np.array([[0, 0, 0], [230, 60, 40], [40, 110, 240]], dtype=np.float32)  # bg, right, left
@@ -43,6 +44,4 @@ def save_gallery(paths: list[Path], out: str | os.PathLike, *, columns: int = 8)
         r, c = divmod(k, columns)
         sheet[r * (h + 4): r * (h + 4) + h, c * (w + 4): c * (w + 4) + w] = t
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    Image.fromarray(sheet).save(tmp, format="PNG")
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: Image.fromarray(sheet).save(f, format="PNG"))

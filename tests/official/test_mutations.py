@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from im2hands.golden.check import Golden, GoldenFile, check_network
+from im2hands.official.check import Golden, GoldenFile, check_network
 from tests.conftest import GOLDEN_DIR
 
 CPU = torch.device("cpu")

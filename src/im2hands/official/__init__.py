@@ -2,5 +2,5 @@
 
 A golden folder (layout of ``tests/data/golden/official``) holds inputs, the outputs of the official
 networks, the state-dict key manifests and the parameters of the rule that made the weights. The checks
-rebuild those weights with :mod:`im2hands.golden.weights`, run our code and compare every array.
+rebuild those weights with :mod:`im2hands.official.weights`, run our code and compare every array.
 """

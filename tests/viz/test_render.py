@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from im2hands.data.synth.render import HandRenderer, random_appearance, random_background
+from im2hands.viz.render import HandRenderer, random_appearance, random_background
 
 K = np.array([[400.0, 0.0, 120.0], [0.0, 420.0, 135.0], [0.0, 0.0, 1.0]])
 

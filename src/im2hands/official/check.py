@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from im2hands.golden.tolerance import Tolerance
+from im2hands.official.tolerance import Tolerance
 
 # Network name -> module of its check. Order = run order.
 CHECKS: dict[str, str] = {
-    "canonicalisation": "im2hands.golden.canonicalisation",
-    "image_encoder": "im2hands.golden.image_encoder",
-    "init_occ": "im2hands.golden.init_occ",
-    "ref_occ": "im2hands.golden.ref_occ",
-    "kpts_ref": "im2hands.golden.kpts_ref",
+    "canonicalisation": "im2hands.official.canonicalisation",
+    "image_encoder": "im2hands.official.image_encoder",
+    "init_occ": "im2hands.official.init_occ",
+    "ref_occ": "im2hands.official.ref_occ",
+    "kpts_ref": "im2hands.official.kpts_ref",
 }
 
 
@@ -50,7 +50,7 @@ class ArrayResult:
     allowed: float
     """The largest error this array may show (``tolerance.allowed(golden)``)."""
     tolerance: str = ""
-    """The array class whose rule gave `allowed` (:mod:`im2hands.golden.tolerance`)."""
+    """The array class whose rule gave `allowed` (:mod:`im2hands.official.tolerance`)."""
     problem: str = ""
     """Why the array could not be compared (missing, unexpected, not compared, wrong shape, ...); empty
     when it was."""
@@ -184,7 +184,7 @@ class Golden:
 
     def state_dict(self, model: str) -> dict[str, torch.Tensor]:
         """Official state dict of `model` built with this folder's weight rule."""
-        from im2hands.golden.weights import rule_state_dict
+        from im2hands.official.weights import rule_state_dict
 
         return rule_state_dict(self.folder, model, seed=self.seed, gain=self.gain)
 

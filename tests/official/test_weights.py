@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from im2hands.golden.weights import fingerprint
+from im2hands.official.weights import fingerprint
 
 from ..conftest import GOLDEN_DIR
 

@@ -1,7 +1,7 @@
 """Golden check of the keypoint canonicalisation (``canonicalisation.npz`` and ``canon_extra.npz``).
 
 The official dtype sequence (float32 ops, some results stored float64) is compared with the tolerance
-classes of :mod:`im2hands.golden.tolerance`; our float64 path (``official_dtypes=False``) is compared too,
+classes of :mod:`im2hands.official.tolerance`; our float64 path (``official_quirks=False``) is compared too,
 against the "float64 port" classes (the golden's own float32 rounding).
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from im2hands.golden.check import Comparison, Golden
-from im2hands.golden.tolerance import tolerance_for
+from im2hands.official.check import Comparison, Golden
+from im2hands.official.tolerance import tolerance_for
 from im2hands.hand.canonical import canonicalise_detailed
 
 NETWORK = "canonicalisation"
@@ -58,7 +58,7 @@ def comparisons(golden: Golden, device: torch.device, *, joints_world: dict[str,
         for name, value in ours.items():
             key = f"{name}_{side}"
             out.append(Comparison("canonicalisation", key, value, tolerance_for(key)))
-        f64 = canonicalise_detailed(joints, side, official_dtypes=False).canonical
+        f64 = canonicalise_detailed(joints, side, official_quirks=False).canonical
         for name in FLOAT64_PATH:
             key = f"{name}_{side}"
             out.append(Comparison("canonicalisation", key, getattr(f64, name),
@@ -68,7 +68,7 @@ def comparisons(golden: Golden, device: torch.device, *, joints_world: dict[str,
     joints = torch.from_numpy(extra["joints_world"]).to(device)
     is_right = torch.from_numpy(extra["is_right"] != 0).to(device)
     ours = canonicalise_detailed(joints, is_right).canonical
-    f64 = canonicalise_detailed(joints, is_right, official_dtypes=False).canonical
+    f64 = canonicalise_detailed(joints, is_right, official_quirks=False).canonical
     for name in FLOAT64_PATH:
         out.append(Comparison("canon_extra", name, getattr(ours, name), tolerance_for(name)))
         out.append(Comparison("canon_extra", name, getattr(f64, name), tolerance_for(name, float64_port=True),
@@ -77,7 +77,7 @@ def comparisons(golden: Golden, device: torch.device, *, joints_world: dict[str,
 
 
 def check(golden: Golden, device: torch.device):
-    """Every canonicalisation result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
-    from im2hands.golden.check import check_network
+    """Every canonicalisation result, with the coverage rules (see :func:`im2hands.official.check.check_network`)."""
+    from im2hands.official.check import check_network
 
     return check_network(golden, NETWORK, device)

@@ -6,7 +6,7 @@ that scales with the array's magnitude. Float32 kernels round differently on dif
 Each class's bound is at least 3x the largest spread measured across those settings
 (``docs/GOLDEN_TOLERANCES.md``, made by ``docs/scripts/golden_spread.py``), and still orders of magnitude
 below what a real bug does: one network weight moved by 1e-3, or one keypoint by 0.1 mm, fails the check
-(``tests/golden/test_mutations.py``).
+(``tests/official/test_mutations.py``).
 
 Every golden array belongs to exactly one class; :func:`tolerance_for` is the table.
 """

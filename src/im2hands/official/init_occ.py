@@ -2,7 +2,7 @@
 
 Weights: the golden rule's ``init_occ`` state dict, loaded by name into :class:`InitOcc` (official mode).
 Inputs: ``inputs.npz`` (image, camera, roots, query points) and ``canonicalisation.npz`` (unpose, bone
-lengths, root_rot_mat). Every array of ``init_occ.npz`` is compared (tolerances: :mod:`im2hands.golden.tolerance`),
+lengths, root_rot_mat). Every array of ``init_occ.npz`` is compared (tolerances: :mod:`im2hands.official.tolerance`),
 plus ``pen_init_occ_{left,right}`` of ``ref_occ.npz`` (the ``pen=True`` pass that ref_occ runs: this hand's
 network at the other hand's query points).
 """
@@ -11,38 +11,40 @@ from __future__ import annotations
 
 import torch
 
-from im2hands.golden.check import Comparison, Golden
-from im2hands.golden.tolerance import tolerance_for
+from im2hands.official.check import Comparison, Golden
+from im2hands.official.tolerance import tolerance_for
 
 NETWORK = "init_occ"
 GOLDEN_FILES = ("init_occ",)
 INPUT_ARRAYS: frozenset[str] = frozenset()
 
 
-def golden_init_occ(golden: Golden, device: torch.device, *, official: bool = True, chunk_points: int | None = None):
+def golden_init_occ(golden: Golden, device: torch.device, *, official_quirks: bool = True, chunk_points: int | None = None):
     """:class:`InitOcc` (ResNet-50) with the golden rule weights, in eval mode on `device`."""
     from im2hands.models.init_occ import InitOcc, InitOccConfig
 
-    model = InitOcc(InitOccConfig(official_quirks=official, chunk_points=chunk_points))
+    model = InitOcc(InitOccConfig(official_quirks=official_quirks, chunk_points=chunk_points))
     model.load_state_dict(golden.state_dict("init_occ"))
     return model.to(device).eval()
 
 
 def golden_hand(golden: Golden, side: str, device: torch.device):
-    """The golden :class:`HandInputs` of one side."""
-    from im2hands.models.init_occ import HandInputs
+    """The golden :class:`HandInputs` of one side (root un-mirrored by :mod:`im2hands.official.inputs`)."""
+    from im2hands.official.inputs import hand_inputs
 
     c, i = golden["canonicalisation"], golden.inputs
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    return HandInputs(unpose=t(c[f"unpose_{side}"]), bone_lengths=t(c[f"bone_lengths_{side}"]),
-                      root_rot_mat=t(c[f"root_rot_mat_{side}"]), root_xyz=t(i[f"{side}_root_xyz"]))
+    return hand_inputs(t(c[f"unpose_{side}"]), t(c[f"bone_lengths_{side}"]), t(c[f"root_rot_mat_{side}"]),
+                       t(i[f"{side}_root_xyz"]), side)
 
 
 def golden_camera(golden: Golden, device: torch.device):
-    from im2hands.models.init_occ import Camera
+    """The golden :class:`~im2hands.hand.camera.Camera` (K, R, T)."""
+    from im2hands.hand.camera import Camera
 
     i = golden.inputs
-    return Camera(R=torch.from_numpy(i["cam_R"]).to(device), T=torch.from_numpy(i["cam_T"]).to(device))
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return Camera(K=t(i["cam_K"]), R=t(i["cam_R"]), T=t(i["cam_T"]))
 
 
 def comparisons(golden: Golden, device: torch.device) -> list[Comparison]:
@@ -80,7 +82,7 @@ def comparisons(golden: Golden, device: torch.device) -> list[Comparison]:
 
 
 def check(golden: Golden, device: torch.device):
-    """Every InitOcc result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
-    from im2hands.golden.check import check_network
+    """Every InitOcc result, with the coverage rules (see :func:`im2hands.official.check.check_network`)."""
+    from im2hands.official.check import check_network
 
     return check_network(golden, NETWORK, device)

@@ -3,7 +3,7 @@
 Weights: the golden rule's ``ref_occ`` state dict (frozen ``init_occ.*`` copy included). Inputs: image,
 camera (R, T, K), roots, query points and anchors from ``inputs.npz``; unposing matrices, bone lengths and
 root rotations from ``canonicalisation.npz``. One ``encode`` and one ``decode(pen=True)`` produce every
-array. Tolerances: :mod:`im2hands.golden.tolerance` (FPS indices exact).
+array. Tolerances: :mod:`im2hands.official.tolerance` (FPS indices exact).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from im2hands.golden.check import Comparison, Golden
-from im2hands.golden.tolerance import tolerance_for
+from im2hands.official.check import Comparison, Golden
+from im2hands.official.tolerance import tolerance_for
 
 NETWORK = "ref_occ"
 
@@ -25,35 +25,38 @@ INPUT_ARRAYS: frozenset[str] = frozenset()
 
 @dataclass(frozen=True)
 class GoldenInputs:
-    """RefOcc inputs of the golden set, as model arguments (B = 1)."""
+    """RefOcc inputs of the golden set, as model arguments (B = 1), converted from the official storage by
+    :mod:`im2hands.official.inputs`."""
 
     image: torch.Tensor
     camera: object
-    intrinsics: torch.Tensor
     left: object
     right: object
-    anchors_left: torch.Tensor
-    anchors_right: torch.Tensor
+    anchors_cam_left: torch.Tensor
+    """(1, 512, 3) float32 camera frame, metres (from the official mm anchors, official arithmetic)."""
+    anchors_cam_right: torch.Tensor
     points_left: torch.Tensor
     points_right: torch.Tensor
 
 
 def golden_inputs(golden: Golden, device: torch.device) -> GoldenInputs:
-    """The golden set's inputs on `device` (anchors float64 mm, as the official data holds them)."""
-    from im2hands.models.init_occ import Camera, HandInputs
+    """The golden set's inputs on `device`, in our types (metres, true axes, camera frame)."""
+    from im2hands.hand.camera import Camera
+    from im2hands.official.inputs import anchors_to_camera, hand_inputs
 
     inp, can = golden.inputs, golden["canonicalisation"]
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-    def hand(side: str) -> HandInputs:
-        return HandInputs(unpose=t(can[f"unpose_{side}"]), bone_lengths=t(can[f"bone_lengths_{side}"]),
-                          root_rot_mat=t(can[f"root_rot_mat_{side}"]), root_xyz=t(inp[f"{side}_root_xyz"]))
-
-    return GoldenInputs(image=t(inp["image"]), camera=Camera(R=t(inp["cam_R"]), T=t(inp["cam_T"])),
-                        intrinsics=t(inp["cam_K"]), left=hand("left"), right=hand("right"),
-                        anchors_left=t(inp["anchors_left"]), anchors_right=t(inp["anchors_right"]),
+    camera = Camera(K=t(inp["cam_K"]), R=t(inp["cam_R"]), T=t(inp["cam_T"]))
+    hands = {side: hand_inputs(t(can[f"unpose_{side}"]), t(can[f"bone_lengths_{side}"]),
+                               t(can[f"root_rot_mat_{side}"]), t(inp[f"{side}_root_xyz"]), side)
+             for side in ("left", "right")}
+    anchors = {side: anchors_to_camera(t(inp[f"anchors_{side}"]), hands[side].root, camera.R, camera.T)
+               for side in ("left", "right")}
+    return GoldenInputs(image=t(inp["image"]), camera=camera, left=hands["left"], right=hands["right"],
+                        anchors_cam_left=anchors["left"], anchors_cam_right=anchors["right"],
                         points_left=t(inp["p_left"]), points_right=t(inp["p_right"]))
 
 
@@ -62,7 +65,7 @@ def rule_sub_state_dict(golden: Golden, prefix: str) -> dict[str, torch.Tensor]:
 
     Cheaper than ``golden.state_dict("ref_occ")`` when only a sub-network is needed.
     """
-    from im2hands.golden.weights import load_keys, rule_tensor
+    from im2hands.official.weights import load_keys, rule_tensor
 
     return {e["key"][len(prefix):]: rule_tensor(e["key"], tuple(e["shape"]), e["dtype"], seed=golden.seed,
                                                 gain=golden.gain)
@@ -87,8 +90,8 @@ def golden_model(golden: Golden, device: torch.device, *, chunk_points: int | No
 def golden_arrays(model, inputs: GoldenInputs) -> dict[str, torch.Tensor]:
     """Every array of ``ref_occ.npz`` computed by `model` from `inputs` (one encode, one pen decode)."""
     with torch.no_grad():
-        enc = model.encode(inputs.image, inputs.camera, inputs.intrinsics, inputs.left, inputs.right,
-                           inputs.anchors_left, inputs.anchors_right)
+        enc = model.encode_camera(inputs.image, inputs.camera, inputs.left, inputs.right, inputs.anchors_cam_left,
+                                  inputs.anchors_cam_right)
         out = model.decode(enc, inputs.points_left, inputs.points_right, pen=True)
         arrays = {"img_global": enc.img_global, "center_xyz": enc.center}
         for side in ("left", "right"):
@@ -119,7 +122,7 @@ def comparisons(golden: Golden, device: torch.device) -> list[Comparison]:
 
 
 def check(golden: Golden, device: torch.device):
-    """Every RefOcc result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
-    from im2hands.golden.check import check_network
+    """Every RefOcc result, with the coverage rules (see :func:`im2hands.official.check.check_network`)."""
+    from im2hands.official.check import check_network
 
     return check_network(golden, NETWORK, device)

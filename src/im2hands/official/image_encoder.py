@@ -1,15 +1,15 @@
 """Golden check of the image encoder (IntagHand's ResNetSimple with ResNet-50) against ``image_encoder.npz``.
 
 The weights are the golden rule's ``image_encoder.*`` entries (identical in all three official models); the
-input is ``inputs.npz`` ``image``. Tolerances: :mod:`im2hands.golden.tolerance` ("features").
+input is ``inputs.npz`` ``image``. Tolerances: :mod:`im2hands.official.tolerance` ("features").
 """
 
 from __future__ import annotations
 
 import torch
 
-from im2hands.golden.check import Comparison, Golden
-from im2hands.golden.tolerance import tolerance_for
+from im2hands.official.check import Comparison, Golden
+from im2hands.official.tolerance import tolerance_for
 
 NETWORK = "image_encoder"
 GOLDEN_FILES = ("image_encoder",)
@@ -47,7 +47,7 @@ def comparisons(golden: Golden, device: torch.device) -> list[Comparison]:
 
 
 def check(golden: Golden, device: torch.device):
-    """Every encoder result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
-    from im2hands.golden.check import check_network
+    """Every encoder result, with the coverage rules (see :func:`im2hands.official.check.check_network`)."""
+    from im2hands.official.check import check_network
 
     return check_network(golden, NETWORK, device)

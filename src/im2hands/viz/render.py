@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-SIDES = ("right", "left")
+from im2hands.hand.camera import look_at
+from im2hands.hand.skeleton import SIDES
+
 MASK_VALUES = {"background": 0, "right": 1, "left": 2}
 """Values of the label image ``RenderResult.labels``."""
 
@@ -306,3 +308,43 @@ class HandRenderer:
             seg1, _ = self._renderer.render(scene, flags=flags.SEG, seg_node_map={nodes[side]: np.array([1, 0, 0])})
             sil[side] = seg1[..., 0] > 0
         return RenderResult(rgb=rgb, labels=labels, silhouette_right=sil["right"], silhouette_left=sil["left"])
+
+
+def opengl_pose(R: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """(4, 4) camera-to-world pose in OpenGL's camera convention (looks along -z, y up) of the OpenCV
+    camera (R, T) (:func:`im2hands.hand.camera.look_at`): columns x, -y, -z of the camera, at its centre."""
+    R, T = np.asarray(R, dtype=np.float64), np.asarray(T, dtype=np.float64)
+    pose = np.eye(4)
+    pose[:3, :3] = R.T * np.array([1.0, -1.0, -1.0])
+    pose[:3, 3] = -R.T @ T
+    return pose
+
+
+def render_meshes(meshes, colors, cam_pose: np.ndarray, *, size: int = 512, yfov: float = 0.55) -> np.ndarray:
+    """Render meshes shaded, offscreen (pyrender, EGL), on a white background.
+
+    Args:
+        meshes: list of ``trimesh.Trimesh`` (metres).
+        colors: one RGB (0-1) per mesh.
+        cam_pose: (4, 4) camera-to-world pose, OpenGL convention (:func:`opengl_pose`).
+    Returns:
+        (size, size, 3) uint8 image.
+    """
+    pyrender = _import_pyrender()
+
+    scene = pyrender.Scene(bg_color=np.array([1.0, 1.0, 1.0, 1.0]), ambient_light=np.array([0.25, 0.25, 0.25]))
+    for mesh, color in zip(meshes, colors):
+        mat = pyrender.MetallicRoughnessMaterial(baseColorFactor=(*color, 1.0), metallicFactor=0.0,
+                                                 roughnessFactor=0.65)
+        scene.add(pyrender.Mesh.from_trimesh(mesh, material=mat, smooth=True))
+    scene.add(pyrender.PerspectiveCamera(yfov=yfov), pose=cam_pose)
+    scene.add(pyrender.DirectionalLight(intensity=2.2), pose=cam_pose)
+    key = opengl_pose(*look_at(cam_pose[:3, 3] + np.array([0.3, 0.5, 0.2]), cam_pose[:3, 3] - cam_pose[:3, 2],
+                               [0, -1, 0]))
+    scene.add(pyrender.DirectionalLight(intensity=1.2), pose=key)
+    renderer = pyrender.OffscreenRenderer(size, size)
+    try:
+        color, _ = renderer.render(scene)
+    finally:
+        renderer.delete()
+    return np.ascontiguousarray(color[..., :3])

@@ -1,15 +1,15 @@
 """Golden check of the keypoint refinement network (official mode) against ``kpts_ref.npz``.
 
 Inputs: ``joints_halo_rootrel_*`` (kpts_ref.npz), ``image``, ``cam_R``, ``cam_T``, ``*_root_xyz`` (inputs.npz);
-weights: the golden rule's kpts_ref state dict. Tolerances: :mod:`im2hands.golden.tolerance`.
+weights: the golden rule's kpts_ref state dict. Tolerances: :mod:`im2hands.official.tolerance`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from im2hands.golden.check import Comparison, Golden
-from im2hands.golden.tolerance import tolerance_for
+from im2hands.official.check import Comparison, Golden
+from im2hands.official.tolerance import tolerance_for
 
 NETWORK = "kpts_ref"
 GOLDEN_FILES = ("kpts_ref",)
@@ -60,7 +60,7 @@ def comparisons(golden: Golden, device: torch.device) -> list[Comparison]:
 
 
 def check(golden: Golden, device: torch.device):
-    """Every KptsRef result, with the coverage rules (see :func:`im2hands.golden.check.check_network`)."""
-    from im2hands.golden.check import check_network
+    """Every KptsRef result, with the coverage rules (see :func:`im2hands.official.check.check_network`)."""
+    from im2hands.official.check import check_network
 
     return check_network(golden, NETWORK, device)

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from im2hands.cli import main
-from im2hands.golden import kpts_ref as golden_kpts
-from im2hands.golden.check import compare
-from im2hands.golden.tolerance import tolerance_for
+from im2hands.official import kpts_ref as golden_kpts
+from im2hands.official.check import compare
+from im2hands.official.tolerance import tolerance_for
 from im2hands.models.checkpoint import (
     FORMAT, StateDictMismatch, build_model, load_checkpoint, load_model, save_checkpoint,
 )
 from im2hands.models.kpts_ref import KptsRefConfig
-from im2hands.models.official import (
+from im2hands.official.convert import (
     convert_official, convert_state_dicts, expected_from_manifest, official_to_ours, read_official,
 )
 
@@ -168,7 +168,7 @@ def test_checkpoint_format_round_trip_and_errors(tmp_path):
 
 
 def test_round_trip_init_occ_reproduces_golden(golden, tmp_path):
-    from im2hands.golden import init_occ as golden_init
+    from im2hands.official import init_occ as golden_init
 
     state = golden.state_dict("init_occ")
     src = _save_official(tmp_path / "init_occ.pt", state)
@@ -189,7 +189,7 @@ def test_round_trip_init_occ_reproduces_golden(golden, tmp_path):
 
 
 def test_round_trip_ref_occ_reproduces_golden(golden, tmp_path):
-    from im2hands.golden import ref_occ as golden_ref
+    from im2hands.official import ref_occ as golden_ref
 
     state = golden.state_dict("ref_occ")
     src = _save_official(tmp_path / "model_best.pt", state)
