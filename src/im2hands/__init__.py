@@ -7,3 +7,12 @@ left hands mirrored in x inside the occupancy networks, query space = per-hand c
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The API pulls in torch and the networks: import it on first use, so that `import im2hands` stays light.
+    if name in ("Im2Hands", "Reconstruction", "HandMesh", "StageResult"):
+        from im2hands import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'im2hands' has no attribute {name!r}")

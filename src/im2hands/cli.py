@@ -43,12 +43,12 @@ def _run_check_official(args) -> int:
     print(f"{len(results) - summary.failed} passed, {summary.failed} failed")
     if args.json is not None:
         import json
-        import os
 
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps({"results": [r.to_json() for r in results], "compared": summary.compared,
-                                   "failed": summary.failed}, indent=1))
-        os.replace(tmp, args.json)
+        from im2hands._io import atomic_write
+
+        text = json.dumps({"results": [r.to_json() for r in results], "compared": summary.compared,
+                           "failed": summary.failed}, indent=1)
+        atomic_write(args.json, lambda f: f.write(text.encode()))
     if summary.compared == 0:
         print("nothing was compared: the golden folder holds no array that a check knows", file=sys.stderr)
         return 1
@@ -188,7 +188,142 @@ def _run_synth(args) -> int:
     return 0
 
 
-COMMANDS = (_add_demo, _add_check_official, _add_convert_official, _add_synth)
+def _add_reconstruct(sub) -> None:
+    p = sub.add_parser(
+        "reconstruct",
+        help="reconstruct both hands' meshes from an image, keypoints and a camera",
+        description="Crop the image around both hands (IntagHand's rule), optionally refine the keypoints, "
+                    "extract the initial and refined meshes (camera frame, metres) and write "
+                    "OUT/<stage>_<side>.ply and OUT/result.json. With --inputs DIR, every image DIR/NAME.{png,jpg} "
+                    "with DIR/NAME.keypoints.json and DIR/NAME.camera.json (or one DIR/camera.json) is "
+                    "reconstructed into OUT/NAME/. File formats: docs/RECONSTRUCT.md.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", type=Path, help="input image (any size; RGB)")
+    src.add_argument("--inputs", type=Path, help="folder of inputs (see above)")
+    p.add_argument("--keypoints", type=Path, help="keypoints JSON (with --image)")
+    p.add_argument("--camera", type=Path, help="camera JSON: K, optional R and T (with --image)")
+    p.add_argument("--checkpoint", type=Path, nargs="+", required=True,
+                   help="checkpoint files or folders (init_occ, ref_occ, kpts_ref)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--stages", nargs="+", default=["initial", "refined"], choices=("initial", "refined"))
+    p.add_argument("--refine-keypoints", choices=("auto", "yes", "no"), default="auto",
+                   help="run the keypoint refinement first (auto: when a kpts_ref checkpoint is given)")
+    p.add_argument("--resolution", type=_positive, default=32, help="start resolution of the extraction (default 32)")
+    p.add_argument("--upsampling-steps", type=_count, default=3, help="upsampling steps (default 3: 257^3)")
+    p.add_argument("--format", choices=("ply", "obj"), default="ply", help="mesh file format (default ply)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_reconstruct)
+
+
+def _reconstruct_jobs(args) -> list[tuple[str, Path, Path, Path]]:
+    """(name, image, keypoints file, camera file) per input, all checked to exist before any work."""
+    if args.image is not None:
+        missing = [flag for flag, v in (("--keypoints", args.keypoints), ("--camera", args.camera)) if v is None]
+        if missing:
+            raise ValueError(f"--image needs {' and '.join(missing)}")
+        for flag, path in (("--image", args.image), ("--keypoints", args.keypoints), ("--camera", args.camera)):
+            if not path.is_file():
+                raise FileNotFoundError(f"{flag}: file not found: {path}")
+        return [("", args.image, args.keypoints, args.camera)]
+    if not args.inputs.is_dir():
+        raise FileNotFoundError(f"--inputs: folder not found: {args.inputs}")
+    images = sorted(p for p in args.inputs.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not images:
+        raise FileNotFoundError(f"--inputs: no .png/.jpg images in {args.inputs}")
+    shared = args.inputs / "camera.json"
+    jobs = []
+    for img in images:
+        kp = img.with_name(f"{img.stem}.keypoints.json")
+        cam = img.with_name(f"{img.stem}.camera.json")
+        cam = cam if cam.is_file() else shared
+        if not kp.is_file():
+            raise FileNotFoundError(f"--inputs: {img.name} has no {kp.name}")
+        if not cam.is_file():
+            raise FileNotFoundError(f"--inputs: {img.name} has no {img.stem}.camera.json and there is no camera.json")
+        jobs.append((img.stem, img, kp, cam))
+    return jobs
+
+
+def _run_reconstruct(args) -> int:
+    from tqdm import tqdm
+
+    from im2hands.api import Im2Hands, load_camera_json, load_keypoints_json, save_reconstruction
+    from im2hands.mesh import Lattice
+
+    jobs = _reconstruct_jobs(args)
+    inputs = [(name, img, *load_keypoints_json(kp), load_camera_json(cam)) for name, img, kp, cam in jobs]
+    model = Im2Hands.from_checkpoint(*args.checkpoint, device=args.device,
+                                     lattice=Lattice(args.resolution, args.upsampling_steps))
+    refine = {"auto": None, "yes": True, "no": False}[args.refine_keypoints]
+    failed = 0
+    for name, img, keypoints, order, camera in tqdm(inputs, desc="reconstruct", unit="image",
+                                                     disable=args.no_progress or len(inputs) == 1):
+        try:
+            result = model.reconstruct(img, keypoints, camera, keypoint_order=order, refine_keypoints=refine,
+                                       stages=args.stages)
+        except ValueError as e:
+            if len(inputs) == 1:
+                raise
+            failed += 1
+            print(f"im2hands reconstruct: {img}: {e}", file=sys.stderr)
+            continue
+        out = args.out / name if name else args.out
+        save_reconstruction(result, out, mesh_format=args.format)
+        t = result.timings
+        stages = ", ".join(f"{s} {r.seconds:.2f} s ({sum(r.evaluations.values())} evaluations)"
+                           for s, r in result.stages.items())
+        print(f"{img.name}: {stages}; total {t['total']:.2f} s -> {out}")
+    return 1 if failed else 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model on a folder of samples (IoU, Chamfer-L1, MPJPE, penetration)",
+        description="Reconstruct every sample of DATA/SPLIT from its crop and keypoints and score each stage "
+                    "against the ground truth; print a table and write OUT/evaluation.{json,md} and "
+                    "OUT/metrics_<stage>.{json,md}. A failed sample is reported and counted; results do not "
+                    "depend on --workers. Metrics: docs/EVALUATION.md.",
+    )
+    p.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="checkpoint files or folders")
+    p.add_argument("--data", type=Path, required=True, help="folder of samples (DATA/<split>/*.npz)")
+    p.add_argument("--split", default="test", help="split folder (default: test)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--stages", nargs="+", default=["initial", "refined"], choices=("initial", "refined"))
+    p.add_argument("--keypoints", choices=("gt", "noisy", "predicted"), default="gt",
+                   help="keypoints fed to the model (default: gt)")
+    p.add_argument("--refine-keypoints", choices=("auto", "yes", "no"), default="auto")
+    p.add_argument("--limit", type=_positive, default=None, help="only the first N samples")
+    p.add_argument("--workers", type=_positive, default=1, help="processes (default 1)")
+    p.add_argument("--resolution", type=_positive, default=32)
+    p.add_argument("--upsampling-steps", type=_count, default=3)
+    p.add_argument("--metric-points", type=_positive, default=100_000,
+                   help="points per metric (IoU, Chamfer, penetration; default 100000)")
+    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from im2hands.eval.metrics import EvalConfig
+    from im2hands.eval.run import EvaluationConfig, evaluate_folder, summary_lines
+
+    n = args.metric_points
+    config = EvaluationConfig(
+        data=args.data, split=args.split, stages=tuple(args.stages), keypoints=args.keypoints,
+        refine_keypoints={"auto": None, "yes": True, "no": False}[args.refine_keypoints], limit=args.limit,
+        workers=args.workers, resolution_0=args.resolution, upsampling_steps=args.upsampling_steps,
+        metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n), seed=args.seed,
+        progress=not args.no_progress)
+    result = evaluate_folder(args.checkpoint, config, args.out)
+    print("\n".join(summary_lines(result)))
+    print(f"wrote {args.out / 'evaluation.md'} ({result.seconds:.1f} s)")
+    return 0
+
+
+COMMANDS = (_add_demo, _add_check_official, _add_convert_official, _add_synth, _add_reconstruct, _add_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -100,7 +100,7 @@ def crop_image(image: np.ndarray, box: tuple[float, float, float], size: int = C
         coeffs = (a, 0.0, (u0 + 0.5) / factor - 0.5 * a, 0.0, a, (v0 + 0.5) / factor - 0.5 * a)
     out = pil.transform((size, size), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR,
                         fillcolor=(0, 0, 0))
-    return np.asarray(out)
+    return np.array(out)  # a writable copy
 
 
 def as_rgb_array(image) -> np.ndarray:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Union
 
 import numpy as np
 
+from im2hands._io import atomic_write
 from im2hands.eval.metrics import HAND_METRIC_UNITS, PAIR_METRIC_UNITS, SampleMetrics
 
 __all__ = ["Failure", "HandRow", "PairRow", "Report", "aggregate", "report_to_json", "report_to_markdown",
@@ -159,16 +158,7 @@ def report_to_markdown(report: Report) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_report(report: Report, out_dir: Path | str, *, stem: str = "metrics") -> tuple[Path, Path]:
