@@ -464,7 +464,9 @@ class Im2Hands:
                 return [out.right.occupancy[0], out.left.occupancy[0]]
 
             if seeded_refinement:
-                refined = extract_meshes_seeded(refined_fn, initial, threshold=THRESHOLDS["refined"], device=self.device)
+                n0 = lattice.cells(0)   # the safety check runs on the start lattice halved (16^3 for 32^3)
+                refined = extract_meshes_seeded(refined_fn, initial, threshold=THRESHOLDS["refined"],
+                                                safety_cells=max(1, n0 // 2), device=self.device)
             else:
                 refined = extract_meshes(refined_fn, 2, lattice=lattice, threshold=THRESHOLDS["refined"],
                                          device=self.device)
