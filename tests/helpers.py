@@ -68,8 +68,11 @@ def small_networks(sample: dict, seed: int = 0, *, inside: float = 0.1) -> tuple
         anchors = {s: sample_anchors(ext[s].vertices, ext[s].faces, 512, seed=0)[None] for s in ("right", "left")}
         renc = ref.encode(image, cam, hands["left"], hands["right"], anchors["left"], anchors["right"])
         out = ref.decode(renc, points, points)
-        # one shared decoder: put the refined threshold (logit(0.45) = -0.2) between the two hands' quantiles
-        shift = np.mean([float(torch.quantile(o.logit, q)) for o in (out.left, out.right)])
+        # One decoder for both hands: put the refined threshold (logit(0.45) = -0.2) where both hands have
+        # points on either side (between the higher 10 % quantile and the lower 90 % quantile).
+        lo = max(float(torch.quantile(o.logit, 0.1)) for o in (out.left, out.right))
+        hi = min(float(torch.quantile(o.logit, 0.9)) for o in (out.left, out.right))
+        shift = (lo + hi) / 2
         ref.trans_dec.fc_out.bias.add_(-shift - 0.2007)
     return init, ref, kpts
 

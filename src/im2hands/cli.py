@@ -297,6 +297,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--refine-keypoints", choices=("auto", "yes", "no"), default="auto")
     p.add_argument("--limit", type=_positive, default=None, help="only the first N samples")
     p.add_argument("--workers", type=_positive, default=1, help="processes (default 1)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="torch threads per process (default: all cores); results do not depend on --workers")
     p.add_argument("--resolution", type=_positive, default=32)
     p.add_argument("--upsampling-steps", type=_count, default=3)
     p.add_argument("--metric-points", type=_positive, default=100_000,
@@ -314,7 +316,7 @@ def _run_evaluate(args) -> int:
     config = EvaluationConfig(
         data=args.data, split=args.split, stages=tuple(args.stages), keypoints=args.keypoints,
         refine_keypoints={"auto": None, "yes": True, "no": False}[args.refine_keypoints], limit=args.limit,
-        workers=args.workers, resolution_0=args.resolution, upsampling_steps=args.upsampling_steps,
+        workers=args.workers, threads=args.threads, resolution_0=args.resolution, upsampling_steps=args.upsampling_steps,
         metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n), seed=args.seed,
         progress=not args.no_progress)
     result = evaluate_folder(args.checkpoint, config, args.out)

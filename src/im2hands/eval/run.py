@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +46,10 @@ class EvaluationConfig:
     limit: int | None = None
     """Evaluate only the first `limit` samples (sorted by file name)."""
     workers: int = 1
-    """Processes; results are identical for any count."""
+    """Processes; results are identical for any count (at the same `threads`)."""
+    threads: int | None = None
+    """Torch threads of every process (default: this process's). Float32 reductions round differently with
+    the thread count, so the count is the same in every worker whatever `workers` is."""
     resolution_0: int = 32
     """Extraction lattice: start resolution (official 32)."""
     upsampling_steps: int = 3
@@ -176,16 +178,20 @@ def evaluate_folder(checkpoints: Sequence[str | Path], config: EvaluationConfig,
     ckpts = [str(c) for c in checkpoints]
     results: list[dict] = []
     bar = tqdm(total=len(files), desc=f"evaluate {config.split}", unit="sample", disable=not config.progress)
+    import torch
+
+    threads = config.threads or torch.get_num_threads()
     if config.workers == 1:
-        _init_worker(ckpts, config, None)
+        before = torch.get_num_threads()
+        _init_worker(ckpts, config, threads)
         try:
             for f in files:
                 results.append(_evaluate_one(str(f)))
                 bar.update()
         finally:
             _WORKER.clear()
+            torch.set_num_threads(before)
     else:
-        threads = max(1, (os.cpu_count() or 1) // config.workers)
         ctx = mp.get_context("spawn")
         with ctx.Pool(config.workers, initializer=_init_worker, initargs=(ckpts, config, threads)) as pool:
             for r in pool.imap_unordered(_evaluate_one, [str(f) for f in files]):
