@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -25,8 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as the CLI; see src/im2hands/cli.py
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def _field(radius_delta: float):
@@ -136,7 +139,9 @@ def main() -> int:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU: {cpu}")
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU: {cpu}, OMP_WAIT_POLICY="
+          f"{os.environ['OMP_WAIT_POLICY']}, load average {load:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         data = make_synth(Path(tmp) / "data", num=1)
         sample = str(data / "test" / "000000.npz")
