@@ -13,8 +13,8 @@ Files (``docs/INTERHAND.md``), under ``ROOT/annotations/``:
 
 Traps handled here: ``capture``, ``camera`` and ``frame_idx`` are ints in some files and strings in others
 (every id is normalised to ``int``); ``joint_valid`` is nested (42 x 1) or flat; a hand's MANO entry can be
-``null``. The train files are GBs: :func:`iter_items` and :func:`iter_nested` stream them with ijson's C
-parser (one COCO record or one capture's frames in memory at a time), and the callers keep only compact
+``null``. The train files are GBs: :func:`iter_items` and :func:`iter_frames` stream them with ijson's C
+parser (one COCO record or one frame's entry in memory at a time), and the callers keep only compact
 numpy copies of what the selected frames need.
 """
 
@@ -24,6 +24,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -87,13 +88,41 @@ def iter_items(path: str | os.PathLike, prefix: str) -> Iterator[dict]:
         yield from ijson.items(f, prefix, use_float=True)
 
 
-def iter_nested(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Stream a ``{capture: {frame: value}}`` file one capture at a time: ``(capture as int, {frame: value})``."""
+def iter_frames(path: str | os.PathLike) -> Iterator[tuple[int, int, Any]]:
+    """Stream a ``{capture: {frame: value}}`` file one frame at a time: ``(capture, frame, value)`` as ints.
+
+    Only one frame's value is ever built (ijson's C tokenizer, objects assembled here), so memory does not grow
+    with the file or with the size of a capture.
+    """
     import ijson
 
+    capture: int | None = None
+    frame: int | None = None
+    builder = None
+    depth = 0  # nesting depth of the current event: 1 inside the top object, 2 inside a capture
     with open(path, "rb") as f:
-        for capture, frames in ijson.kvitems(f, "", use_float=True):
-            yield as_id(capture, "capture"), frames
+        for _, event, value in ijson.parse(f, use_float=True):
+            if builder is not None:
+                builder.event(event, value)
+                if event in ("start_map", "start_array"):
+                    depth += 1
+                elif event in ("end_map", "end_array"):
+                    depth -= 1
+                if depth == 2:  # the frame's value is complete
+                    yield capture, frame, builder.value
+                    builder = None
+                continue
+            if event == "map_key":
+                if depth == 1:
+                    capture = as_id(value, "capture")
+                else:
+                    frame = as_id(value, "frame")
+                    builder = ijson.ObjectBuilder()
+                    continue
+            elif event == "start_map":
+                depth += 1
+            elif event == "end_map":
+                depth -= 1
 
 
 def as_id(value, name: str) -> int:

@@ -6,7 +6,8 @@ The default is the data the paper used, IntagHand's selection (``dataset/interha
 :mod:`im2hands.data.interhand.prepare`.) Options add single-hand-labelled frames, the human- or machine-
 annotated subset, and a requirement on the annotated joints' validity.
 
-Memory: the data file is streamed twice (annotations, then images) and the MANO and joint files once each;
+Memory: the data file is streamed twice (annotations, then images), the MANO and joint files once each, one frame
+at a time;
 only the selected images' ids, file names, joint-validity flags and their frames' MANO parameters and joints
 are kept, as numpy arrays (about 1.5 kB per selected image; ``docs/INTERHAND.md`` has measured peaks).
 """
@@ -221,15 +222,13 @@ def select_frames(root: str | os.PathLike, split: str, config: SelectionConfig =
     wanted_frames = {(images[i][0], images[i][2]) for i in keep}
     frame_index: dict[tuple[int, int], int] = {}
     mano_rows, present = [], []
-    for capture, frames in R.iter_nested(R.annotation_path(root, split, "MANO_NeuralAnnot")):
-        for frame, entry in frames.items():
-            key = (capture, R.as_id(frame, "MANO frame"))
-            if key in wanted_frames and key not in frame_index:
-                row, ok = _mano_row(entry)
-                frame_index[key] = len(mano_rows)
-                mano_rows.append(row)
-                present.append(ok)
-        del frames
+    for capture, frame, entry in R.iter_frames(R.annotation_path(root, split, "MANO_NeuralAnnot")):
+        key = (capture, frame)
+        if key in wanted_frames and key not in frame_index:
+            row, ok = _mano_row(entry)
+            frame_index[key] = len(mano_rows)
+            mano_rows.append(row)
+            present.append(ok)
     for image_id in list(keep):
         cap, _, frame, _ = images[image_id]
         row = frame_index.get((cap, frame))
@@ -242,14 +241,12 @@ def select_frames(root: str | os.PathLike, split: str, config: SelectionConfig =
 
     # Pass 4: annotated world joints of the kept frames (for the MANO-vs-annotation check).
     joints = np.full((len(mano_rows), 42, 3), np.nan, dtype=np.float32)
-    for capture, frames in R.iter_nested(R.annotation_path(root, split, "joint_3d")):
-        for frame, entry in frames.items():
-            row = frame_index.get((capture, R.as_id(frame, "joint_3d frame")))
-            if row is not None and isinstance(entry, dict) and entry.get("world_coord") is not None:
-                wc = np.asarray(entry["world_coord"], dtype=np.float32)
-                if wc.shape == (42, 3):
-                    joints[row] = wc
-        del frames
+    for capture, frame, entry in R.iter_frames(R.annotation_path(root, split, "joint_3d")):
+        row = frame_index.get((capture, frame))
+        if row is not None and isinstance(entry, dict) and entry.get("world_coord") is not None:
+            wc = np.asarray(entry["world_coord"], dtype=np.float32)
+            if wc.shape == (42, 3):
+                joints[row] = wc
 
     ids = np.array(sorted(keep), dtype=np.int64)
     cap = np.array([images[i][0] for i in ids], dtype=np.int64)
