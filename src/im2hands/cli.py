@@ -331,7 +331,81 @@ def _run_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = (_add_demo, _add_check_official, _add_convert_official, _add_synth, _add_reconstruct, _add_evaluate)
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="prepare a real dataset as samples (InterHand2.6M)",
+                       description="Convert a real dataset into samples in the format of docs/DATA.md.")
+    datasets = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    q = datasets.add_parser(
+        "interhand",
+        help="InterHand2.6M v1.0 with the NeuralAnnot MANO fits (docs/INTERHAND.md)",
+        description="Select images of one split (default: the paper's, interacting hands with MANO fits for "
+                    "both), pose and seal both hands with your MANO files, crop both hands to 256x256 and write "
+                    "one .npz per image into OUT/<split>/, with skip counts in OUT/<split>/summary-K-of-N.json. "
+                    "An interrupted run continues where it stopped.",
+    )
+    q.add_argument("--root", type=Path, required=True, help="InterHand2.6M folder (annotations/, images/)")
+    q.add_argument("--mano", type=Path, required=True, help="folder with MANO_RIGHT.pkl and MANO_LEFT.pkl")
+    q.add_argument("--split", required=True, choices=("train", "val", "test"), help="split to prepare")
+    q.add_argument("--out", type=Path, required=True, help="output folder")
+    q.add_argument("--hand-types", choices=("interacting", "all"), default="interacting",
+                   help="interacting frames only (default, the paper), or also single-hand-labelled frames "
+                        "with MANO fits for both hands")
+    q.add_argument("--subset", choices=("all", "human", "machine"), default="all",
+                   help="annotation subset: all = H+M (default, the paper), human (H) or machine (M)")
+    q.add_argument("--human-annot-ids", type=Path, default=None, metavar="FILE",
+                   help="human-annotated annotation ids, one per line (needed by --subset human/machine)")
+    q.add_argument("--require-joints", choices=("none", "wrists", "all"), default="none",
+                   help="annotated joints that must be valid in both hands (default none, as IntagHand)")
+    q.add_argument("--pred-keypoints", type=Path, default=None, metavar="DIR",
+                   help="predicted keypoints, one JSON per image (docs/INTERHAND.md); stored as noisy_joints")
+    q.add_argument("--fix-left-shapedirs", choices=("auto", "yes", "no"), default="auto",
+                   help="the left MANO shapedirs fix: detected from the files (default) or forced")
+    q.add_argument("--min-brightness", type=float, default=10.0,
+                   help="skip images whose mean pixel value is below this (default 10, as IntagHand; 0 keeps all)")
+    q.add_argument("--points", type=_positive, default=100_000, help="occupancy points per hand (default: 100000)")
+    q.add_argument("--iou-points", type=_positive, default=10_000, help="uniform IoU points per hand (default: 10000)")
+    q.add_argument("--surface-points", type=_positive, default=10_000,
+                   help="surface points with normals per hand (default: 10000)")
+    q.add_argument("--seed", type=_count, default=0, help="seed of the random points (default: 0)")
+    q.add_argument("--workers", type=_positive, default=1, help="worker processes (default: 1)")
+    q.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="prepare only the selected images i with i %% N == K (default 0/1: all)")
+    q.add_argument("--limit", type=_count, default=None, help="prepare only the first LIMIT selected images")
+    q.add_argument("--verify", action="store_true", help="on resume, check every CRC of the existing samples")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(run=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from im2hands.data.interhand.prepare import PrepareConfig, PrepareWorkerError, prepare
+    from im2hands.data.interhand.select import SelectionConfig
+    from im2hands.data.synth.occupancy import OccupancyConfig
+
+    try:
+        k, n = (int(x) for x in args.shard.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard: expected K/N such as 0/4, got {args.shard!r}") from None
+    config = PrepareConfig(
+        root=args.root, mano_dir=args.mano, split=args.split, out=args.out,
+        selection=SelectionConfig(hand_types=args.hand_types, subset=args.subset,
+                                  human_annot_ids=args.human_annot_ids, require_joints=args.require_joints),
+        occupancy=OccupancyConfig(num_points=args.points, num_iou_points=args.iou_points,
+                                  num_surface_points=args.surface_points),
+        pred_keypoints=args.pred_keypoints, fix_left_shapedirs=args.fix_left_shapedirs,
+        min_brightness=args.min_brightness, seed=args.seed, workers=args.workers, shard=(k, n), limit=args.limit,
+        verify=args.verify, progress=not args.no_progress,
+    )
+    try:
+        summary = prepare(config)
+    except PrepareWorkerError as e:
+        print(f"im2hands prepare: error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(summary.lines()))
+    return 0
+
+
+COMMANDS = (_add_demo, _add_check_official, _add_convert_official, _add_synth, _add_prepare, _add_reconstruct,
+            _add_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,8 +25,10 @@ import numpy as np
 from im2hands.eval.metrics import EvalConfig, HandGeometry, Mesh, TwoHands, evaluate_sample, gt_from_sample, mpjpe
 from im2hands.eval.report import aggregate, report_to_json, report_to_markdown, write_report
 
-KEYPOINT_SOURCES = {"gt": "joints", "noisy": "noisy_joints", "predicted": "predicted_joints"}
-"""``--keypoints`` choice -> per-hand sample key (``{side}_<key>``) of the keypoints fed to the model."""
+KEYPOINT_SOURCES = {"gt": "joints", "noisy": "noisy_joints", "predicted": "noisy_joints"}
+"""``--keypoints`` choice -> per-hand sample key (``{side}_<key>``) of the keypoints fed to the model. The
+samples keep input keypoints in ``noisy_joints``: synthetic noise, or for prepared InterHand2.6M data another
+method's predictions (``im2hands prepare interhand --pred-keypoints``); ``predicted`` names the latter."""
 
 
 @dataclass(frozen=True)
