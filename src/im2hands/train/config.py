@@ -174,8 +174,9 @@ def _smoke(stage: str) -> TrainConfig:
     if stage == "init-occ":
         return replace(base, steps=20, points_per_hand=512, optim=OptimConfig(lr=1e-4))
     if stage == "ref-occ":
-        return replace(base, steps=10, points_per_hand=256, optim=OptimConfig(lr=1e-4, weight_decay=1e-5))
-    return replace(base, steps=30, optim=OptimConfig(lr=1e-3))
+        return replace(base, steps=6, points_per_hand=256, val_samples=2, val_points=1024,
+                       optim=OptimConfig(lr=1e-4, weight_decay=1e-5))
+    return replace(base, steps=20, optim=OptimConfig(lr=1e-3))
 
 
 PRESETS: dict[str, str] = {

@@ -36,6 +36,7 @@ from im2hands.data.dataset import HandsDataset
 from im2hands.models.checkpoint import (Checkpoint, check_state_dict, config_from_dict, config_to_dict,
                                         expected_shapes, load_checkpoint, save_checkpoint)
 from im2hands.models.init_occ import InitOccConfig
+from im2hands.models.part_decoder import HIDDEN
 from im2hands.train.config import TrainConfig, config_from_json, config_to_json
 from im2hands.train.data import StepBatches, TrainItems, collate_skipping, to_device
 from im2hands.train.stages import MODEL_KIND, STAGE_SPECS, build_network, model_config, summarise_validation
@@ -133,6 +134,12 @@ def initialise(model: nn.Module, config: TrainConfig) -> None:
         own = model.state_dict()
         check_state_dict(state, {k: tuple(own[k].shape) for k in state}, f"{path} (HALO decoders)")
         model.load_state_dict(state, strict=False)
+        # the image columns of layer 2 start at zero, so the untrained attention cannot perturb HALO's
+        # occupancy: InitOcc starts as the HALO model and learns to use the image
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.startswith(("left_decoder.", "right_decoder.")) and name.endswith("_2.weight"):
+                    p[:, HIDDEN:] = 0
     elif config.stage == "ref-occ":
         _check_init(ckpt, path, "init_occ", "ref-occ stage (the frozen InitOcc)")
         if not src_stage:
