@@ -404,8 +404,25 @@ def _run_prepare(args) -> int:
     return 0
 
 
-COMMANDS = (_add_demo, _add_check_official, _add_convert_official, _add_synth, _add_prepare, _add_reconstruct,
-            _add_evaluate)
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", add_help=False,
+        help="train a stage (halo, init-occ, ref-occ, kpts-ref) or precompute RefOcc anchors",
+        description="im2hands train STAGE --preset NAME --data DIR --out RUN [overrides]; see "
+                    "`im2hands train --help` and docs/TRAINING.md.",
+    )
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="stage, preset and overrides (parsed by tyro)")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    from im2hands.train.command import main as train_main
+
+    return train_main(args.argv)
+
+
+COMMANDS = (_add_demo, _add_check_official, _add_convert_official, _add_synth, _add_prepare, _add_train,
+            _add_reconstruct, _add_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,8 @@ A checkpoint is a ``torch.save``'d dict::
     {"format": "im2hands-checkpoint/1",
      "model": "init_occ" | "ref_occ" | "kpts_ref",
      "config": {...},          # the network's config dataclass as plain data (nested dicts, lists)
-     "state_dict": {...}}      # parameter/buffer name -> tensor (CPU)
+     "state_dict": {...},      # parameter/buffer name -> tensor (CPU)
+     "training": {...}}        # optional: the training state (im2hands.train.checkpoint)
 
 It holds only tensors and plain data, so it loads with ``torch.load(weights_only=True)``. Writes are atomic
 (temporary file in the target folder, then ``os.replace``).
@@ -109,7 +110,8 @@ def build_model(kind: str, config: Mapping[str, Any] | None = None) -> nn.Module
     return net_cls(config_from_dict(cfg_cls, config or {}))
 
 
-def save_checkpoint(path: str | Path, *, model: str, config: Any, state_dict: Mapping[str, Tensor]) -> None:
+def save_checkpoint(path: str | Path, *, model: str, config: Any, state_dict: Mapping[str, Tensor],
+                    training: Mapping[str, Any] | None = None) -> None:
     """Write a checkpoint atomically.
 
     Args:
@@ -117,6 +119,8 @@ def save_checkpoint(path: str | Path, *, model: str, config: Any, state_dict: Ma
         model: network kind, a key of :data:`MODEL_CLASSES`.
         config: the network's config dataclass, or the same as plain data.
         state_dict: name -> tensor; stored detached on the CPU.
+        training: optional training state (tensors and plain data only, e.g. an optimiser's state dict);
+            stored under ``"training"`` and ignored by :func:`load_checkpoint`.
     """
     _check_kind(model)
     cfg = config_to_dict(config) if dataclasses.is_dataclass(config) else dict(config)
@@ -125,6 +129,8 @@ def save_checkpoint(path: str | Path, *, model: str, config: Any, state_dict: Ma
         raise TypeError(f"state_dict: entries must be tensors; not tensors: {bad[:5]}")
     payload = {"format": FORMAT, "model": model, "config": cfg,
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}}
+    if training is not None:
+        payload["training"] = dict(training)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -103,6 +103,10 @@ class InitOccConfig:
     (measured fastest on 1 and 2 threads, ``docs/PERFORMANCE.md``)."""
     image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     """Backbone of the image encoder (official: ResNet-50)."""
+    query_image_attention: bool = True
+    """Feed the query-image attention feature to the part decoders (Im2Hands). False is the HALO baseline:
+    the image is not encoded and the decoders get a zero feature, so the 19 image columns of layer 2 are
+    unused; a HALO checkpoint's decoders initialise InitOcc's (official ``halo_baseline.pt``)."""
 
     def __post_init__(self):
         if self.chunk_points is not None and (not isinstance(self.chunk_points, int) or self.chunk_points < 1):
@@ -262,6 +266,8 @@ class InitOcc(nn.Module):
             raise TypeError(f"camera: expected a Camera, got {type(camera).__name__}")
         if camera.batch_size != b:
             raise ValueError(f"image and camera: mismatched batch size ({b} vs {camera.batch_size})")
+        if not self.config.query_image_attention:   # HALO: the decoders never read the image
+            return self.encode_features(image.new_zeros(b, IMG_FEAT_DIM, 64, 64), camera)
         return self.encode_features(self.image_features(image), camera)
 
     def encode_features(self, img_feat: Tensor, camera: Camera) -> InitOccEncoding:
@@ -389,7 +395,10 @@ class InitOcc(nn.Module):
                 cam = points_cam[:, bl].float()
             if z_ref is None:
                 z_ref = self._z_ref(cam, hand, side, encoding.camera)
-            feats = img_ex.attend(ctx, self._tokens(cam, z_ref, side))          # (B, block, 19)
+            if self.config.query_image_attention:
+                feats = img_ex.attend(ctx, self._tokens(cam, z_ref, side))      # (B, block, 19)
+            else:   # HALO baseline: no image feature
+                feats = cam.new_zeros(b, bl.stop - bl.start, TOKEN_DIM)
             for start in range(bl.start, bl.stop, step):
                 sl = slice(start, min(bl.stop, start + step))
                 feat = feats[:, sl.start - bl.start:sl.stop - bl.start]

@@ -17,11 +17,13 @@ Data flow, per hand (``left_*`` / ``right_*`` modules are separate and the hands
    joint features, then :class:`~im2hands.models.attention.ImageAttention` (8 x 8 grid of the 64 x 64 map,
    grid widths 64/82/96/112, 4 heads) refines each joint token against the image.
 5. **Regressor** ``{side}_reg``: per-joint MLP 112 -> 32 -> 3, giving **absolute** refined coordinates
-   in the input frame (mm), not an offset.
+   in the input frame (mm) officially; the default mode adds it to the input keypoints (an offset).
 
 Official quirks reproduced with ``official_quirks=True`` (each listed in ``docs/OFFICIAL_QUIRKS.md``):
-the raw directed adjacency as the Chebyshev operator, ``norm1`` computed but discarded, and the right hand
-regressed through ``left_reg``. The default mode fixes all three; weights have the same names and shapes
+the raw directed adjacency as the Chebyshev operator, ``norm1`` computed but discarded, the right hand
+regressed through ``left_reg``, and absolute coordinates regressed despite the yaml's
+``offset_prediction: true``. The default mode fixes all four (it regresses an offset added to the input
+keypoints, so an untrained network starts near the identity); weights have the same names and shapes
 in both modes.
 """
 
@@ -272,7 +274,8 @@ class KptsRefOutput:
     """Refined keypoints plus the intermediates the golden data stores."""
 
     left: Tensor
-    """(B, 21, 3) refined left keypoints, HALO order, same frame and units (mm) as the input."""
+    """(B, 21, 3) refined left keypoints, HALO order, same frame and units (mm) as the input (official mode:
+    the regressor's output; default mode: the input plus the regressor's output)."""
     right: Tensor
     """(B, 21, 3) refined right keypoints, as ``left``."""
     img_proj: Tensor
@@ -348,9 +351,14 @@ class KptsRef(nn.Module):
             feats_l.append(left)
             feats_r.append(right)
         right_reg = self.left_reg if self.config.official_quirks else self.right_reg
+        out_left = self.left_reg(left.transpose(1, 2)).transpose(1, 2)
+        out_right = right_reg(right.transpose(1, 2)).transpose(1, 2)
+        if not self.config.official_quirks:   # fix: an offset from the input (the yaml's offset_prediction)
+            out_left = out_left + kpts_left.to(out_left.dtype)
+            out_right = out_right + kpts_right.to(out_right.dtype)
         return KptsRefOutput(
-            left=self.left_reg(left.transpose(1, 2)).transpose(1, 2),
-            right=right_reg(right.transpose(1, 2)).transpose(1, 2),
+            left=out_left,
+            right=out_right,
             img_proj=img, stage_feats_left=tuple(feats_l), stage_feats_right=tuple(feats_r))
 
     @staticmethod

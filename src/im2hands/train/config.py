@@ -1,0 +1,230 @@
+"""Typed training configs and the named presets of every stage.
+
+A run is one :class:`TrainConfig`: the stage, the data and output folders, the network size, the optimiser
+and schedule, validation and checkpoint cadence. Presets are derived from the official recipe with
+``dataclasses.replace`` (facts: ``reference/official-im2hands.md`` §5-6):
+
+- ``official``: the paper's sizes and recipe (ResNet-50, batch 8 / 2 / 32, Adam 1e-5 / 1e-4 / 1e-4,
+  4,096 / 2,048 points per hand, RefOcc StepLR(5000, 0.2), penetration weight 0.001).
+- ``compact``: a size that trains on two CPU threads in hours (ResNet-18, fewer points per step, larger
+  learning rates, a HALO stage first); ``docs/TRAINING.md`` gives the reasons and the measured rates.
+- ``smoke``: a few CPU steps on a handful of tiny samples (CI); it still shows learning.
+
+The stages: ``halo`` (InitOcc without the query-image attention: the HALO baseline and InitOcc's
+initialisation), ``init-occ``, ``ref-occ`` (InitOcc frozen, anchors on the InitOcc meshes), ``kpts-ref``.
+Every field can be overridden on the command line (``--optim.lr 3e-4``; tyro builds the flags from this
+module's dataclasses and their docstrings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+Stage = Literal["halo", "init-occ", "ref-occ", "kpts-ref"]
+STAGES: tuple[str, ...] = ("halo", "init-occ", "ref-occ", "kpts-ref")
+PresetName = Literal["official", "compact", "smoke"]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam with an optional step schedule (stepped per iteration, as officially)."""
+
+    lr: float = 1e-5
+    """Learning rate."""
+    weight_decay: float = 0.0
+    """Adam's L2 weight decay (official RefOcc: 1e-5)."""
+    step_size: int = 0
+    """StepLR period in iterations; 0 keeps the learning rate constant."""
+    gamma: float = 0.2
+    """StepLR factor applied every ``step_size`` iterations."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 over this many iterations (0: none)."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of one stage."""
+
+    stage: Stage = "init-occ"
+    """Which network and loss: halo, init-occ, ref-occ or kpts-ref."""
+    preset: str = "official"
+    """Name of the preset the run started from (recorded; checked on resume and when chaining stages)."""
+    data: Path = Path("data/synth")
+    """Folder with ``train/`` and ``val/`` sample folders (``im2hands synth`` layout)."""
+    out: Path = Path("runs/run")
+    """Run folder: config.json, checkpoints, TensorBoard events, metrics.jsonl."""
+    train_split: str = "train"
+    """Sub-folder of ``data`` with the training samples."""
+    val_split: str = "val"
+    """Sub-folder of ``data`` with the validation samples."""
+    encoder_depth: Literal[18, 34, 50] = 50
+    """ResNet depth of the image encoder (official 50)."""
+    official_quirks: bool = False
+    """Train the official forward with its quirks (False: the fixed forward, ``docs/OFFICIAL_QUIRKS.md``)."""
+    batch_size: int = 8
+    """Global batch size (all processes together; each of N processes reads batch_size / N)."""
+    points_per_hand: int = 4096
+    """Occupancy query points per hand and sample per step (drawn with replacement)."""
+    steps: int = 100_000
+    """Optimisation steps of the run (the official loops have no limit)."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser and learning-rate schedule."""
+    init_from: Path | None = None
+    """Checkpoint to start from: halo -> init-occ (decoders copied to both hands), init-occ -> ref-occ (the
+    frozen InitOcc, and RefOcc's image encoder), none for halo and kpts-ref."""
+    anchors: Literal["init-occ", "gt"] = "init-occ"
+    """RefOcc anchors: 512 points on the InitOcc meshes (official; precompute with ``im2hands train
+    anchors``) or 512 points of the GT surface (ablation: the refinement then never sees InitOcc's errors
+    in its anchors, so it learns less to correct them)."""
+    anchors_dir: Path | None = None
+    """Folder of precomputed anchors (``DATA/anchors/<name>``); None: ``DATA/anchors/default``."""
+    pen_weight: float = 0.001
+    """Penetration loss weight (official 0.001; a sum over points, scaled to the global batch)."""
+    pen_pass: bool = True
+    """Decode each hand's RefOcc at the other hand's points (needed when pen_weight > 0)."""
+    transforms_from: Literal["gt", "noisy"] = "gt"
+    """Keypoints the bone transforms come from during training (official: predicted keypoints)."""
+    val_every: int = 1000
+    """Validate every this many steps (and at the end); 0 only at the end."""
+    val_samples: int = 64
+    """Validation samples used (the first ones of the split); 0: all."""
+    val_points: int = 4096
+    """IoU points per hand and validation sample (a fixed seeded draw)."""
+    val_points_from: Literal["mixed", "uniform"] = "mixed"
+    """Validation IoU points: the mixed occupancy points (half uniform, half near the surface; official:
+    ``points_iou_folder: points``) or the uniform IoU points (the evaluation's, dominated by empty space)."""
+    checkpoint_every: int = 1000
+    """Write ``last.pt`` every this many steps (and at the end)."""
+    log_every: int = 10
+    """Write TensorBoard scalars and metrics.jsonl every this many steps."""
+    seed: int = 0
+    """Seed of the initial weights, the data order, the point draws and dropout."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when available (one GPU per process under torchrun), else the CPU."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16 autocast: auto uses it on CUDA only (on the CPU it measured slower, docs/TRAINING.md)."""
+    num_workers: int = 0
+    """DataLoader worker processes (draws are seeded per sample, so results do not depend on it)."""
+    threads: int = 0
+    """torch CPU threads per process; 0 keeps torch's default."""
+    disable_dropout: bool = False
+    """Set every dropout to p = 0 (the networks' 0.01 dropouts); makes runs with different process counts
+    comparable exactly."""
+    resume: bool = False
+    """Continue the run in ``out`` from its ``last.pt`` exactly (model, optimiser, schedule, data order, step)."""
+    progress: bool = True
+    """Show a progress bar with the loss and samples/s."""
+    stop_after: int = 0
+    """Stop (after checkpointing) once this many steps ran in this process; 0: run to ``steps``. For tests
+    and time-sliced jobs; the run continues with ``--resume``."""
+
+    def __post_init__(self):
+        for name in ("batch_size", "points_per_hand", "steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        for name in ("val_every", "val_samples", "checkpoint_every", "log_every", "num_workers", "threads",
+                     "stop_after"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage: expected one of {STAGES}, got {self.stage!r}")
+
+
+_OFFICIAL = {
+    "halo": TrainConfig(stage="halo", batch_size=8, points_per_hand=4096, optim=OptimConfig(lr=1e-4),
+                        val_every=1000),
+    "init-occ": TrainConfig(stage="init-occ", batch_size=8, points_per_hand=4096, optim=OptimConfig(lr=1e-5),
+                            val_every=1000),
+    "ref-occ": TrainConfig(stage="ref-occ", batch_size=2, points_per_hand=2048,
+                           optim=OptimConfig(lr=1e-4, weight_decay=1e-5, step_size=5000, gamma=0.2),
+                           val_every=2000),
+    "kpts-ref": TrainConfig(stage="kpts-ref", batch_size=32, optim=OptimConfig(lr=1e-4), val_every=1000),
+}
+"""The official recipe per stage (HALO's own lr 1e-4: its paper's rate; Im2Hands does not state it)."""
+
+
+def _compact(stage: str) -> TrainConfig:
+    base = replace(_OFFICIAL[stage], preset="compact", encoder_depth=18, val_samples=32, val_points=4096,
+                   checkpoint_every=200, val_every=500, threads=0)
+    if stage == "halo":
+        return replace(base, batch_size=8, points_per_hand=1024, steps=6000,
+                       optim=OptimConfig(lr=1e-3, step_size=3000, gamma=0.3))
+    if stage == "init-occ":
+        return replace(base, batch_size=8, points_per_hand=1024, steps=2500,
+                       optim=OptimConfig(lr=3e-4, step_size=1500, gamma=0.3))
+    if stage == "ref-occ":
+        return replace(base, batch_size=2, points_per_hand=1024, steps=1500,
+                       optim=OptimConfig(lr=3e-4, weight_decay=1e-5, step_size=1000, gamma=0.3))
+    return replace(base, batch_size=16, steps=2000, optim=OptimConfig(lr=3e-4, step_size=1500, gamma=0.3))
+
+
+def _smoke(stage: str) -> TrainConfig:
+    base = replace(_OFFICIAL[stage], preset="smoke", encoder_depth=18, batch_size=2, points_per_hand=256,
+                   val_every=0, val_samples=0, val_points=2048, checkpoint_every=5, log_every=1,
+                   device="cpu", progress=False, threads=1)
+    if stage == "halo":   # from scratch the max over parts first collapses to "all outside", then learns
+        return replace(base, steps=200, points_per_hand=1024, checkpoint_every=50, optim=OptimConfig(lr=1e-3))
+    if stage == "init-occ":
+        return replace(base, steps=20, points_per_hand=512, optim=OptimConfig(lr=1e-4))
+    if stage == "ref-occ":
+        return replace(base, steps=6, points_per_hand=256, val_samples=2, val_points=1024,
+                       optim=OptimConfig(lr=1e-4, weight_decay=1e-5))
+    return replace(base, steps=20, optim=OptimConfig(lr=1e-3))
+
+
+PRESETS: dict[str, str] = {
+    "official": "the paper's sizes and recipe (ResNet-50; GPU scale)",
+    "compact": "ResNet-18, fewer points, faster rates: every stage trains on 2 CPU threads in < 2 h",
+    "smoke": "a few CPU steps on tiny data (CI); still shows learning",
+}
+"""Preset name -> one-line description."""
+
+
+def preset(name: str, stage: str) -> TrainConfig:
+    """The named preset's config of `stage`."""
+    if stage not in STAGES:
+        raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
+    if name == "official":
+        return replace(_OFFICIAL[stage], preset="official")
+    if name == "compact":
+        return _compact(stage)
+    if name == "smoke":
+        return _smoke(stage)
+    raise ValueError(f"--preset: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+
+
+def config_to_json(config: TrainConfig) -> dict:
+    """A config as JSON-ready data (paths as strings)."""
+    def plain(v):
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return plain(dataclasses.asdict(config))
+
+
+def config_from_json(data: dict) -> TrainConfig:
+    """Inverse of :func:`config_to_json`."""
+    data = dict(data)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"train config: unknown field(s) {unknown}")
+    data["optim"] = OptimConfig(**data.get("optim", {}))
+    for key in ("data", "out"):
+        if key in data:
+            data[key] = Path(data[key])
+    for key in ("init_from", "anchors_dir"):
+        if data.get(key) is not None:
+            data[key] = Path(data[key])
+    return TrainConfig(**data)

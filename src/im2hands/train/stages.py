@@ -1,0 +1,220 @@
+"""The four training stages: which network, how it is built and initialised, its loss and its validation.
+
+Each stage is a :class:`StageSpec` of pure functions over a collated :class:`~im2hands.data.dataset.HandsDataset`
+batch (official recipe: ``reference/official-im2hands.md`` §5-6):
+
+- ``halo``: InitOcc with the query-image attention off (``InitOccConfig.query_image_attention=False``);
+  occupancy MSE of both hands. The HALO baseline, and the decoders InitOcc starts from.
+- ``init-occ``: InitOcc; occupancy MSE of both hands; decoders initialised from a HALO checkpoint.
+- ``ref-occ``: RefOcc with the InitOcc of an init-occ checkpoint frozen (its image encoder also initialises
+  RefOcc's own); occupancy MSE + the penetration loss; anchors on the InitOcc meshes (or GT, ablation).
+- ``kpts-ref``: KptsRef; MSE of the keypoints relative to each hand's middle MCP, mm, from the noisy
+  keypoints to the GT.
+
+Validation is cheap: occupancy stages decode each validation sample's stored uniform IoU points and
+threshold them (0.5 InitOcc, 0.45 RefOcc), no meshes; KptsRef reports the refined and the input keypoints'
+error (mean per-joint, relative to each hand's middle MCP, mm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from im2hands.hand.camera import Camera
+from im2hands.hand.skeleton import SIDES, reorder
+from im2hands.models.encoder import ImageEncoderConfig
+from im2hands.models.init_occ import HandInputs, InitOcc, InitOccConfig
+from im2hands.models.kpts_ref import KptsRef, KptsRefConfig
+from im2hands.models.ref_occ import RefOcc, RefOccConfig
+from im2hands.train.config import TrainConfig
+from im2hands.train.losses import occupancy_mse, ref_occ_loss
+
+MODEL_KIND = {"halo": "init_occ", "init-occ": "init_occ", "ref-occ": "ref_occ", "kpts-ref": "kpts_ref"}
+"""Stage -> network kind of the checkpoint format (:mod:`im2hands.models.checkpoint`)."""
+
+IOU_THRESHOLD = {"halo": 0.5, "init-occ": 0.5, "ref-occ": 0.45}
+"""Occupancy threshold of each stage's validation IoU (official generation thresholds)."""
+
+MID_MCP_HALO = 4
+"""HALO-order index of the middle MCP, the joint KptsRef's loss is relative to."""
+
+
+def camera_of(batch: dict) -> Camera:
+    return Camera(K=batch["camera_K"], R=batch["camera_R"], T=batch["camera_T"])
+
+
+def hands_of(batch: dict) -> dict[str, HandInputs]:
+    return {s: HandInputs(unpose=batch[s]["unpose"], bone_lengths=batch[s]["bone_lengths"],
+                          root_rot_mat=batch[s]["root_rot_mat"], root=batch[s]["root"]) for s in SIDES}
+
+
+def model_config(config: TrainConfig, init_config: InitOccConfig | None = None):
+    """The network config of a run (RefOcc's frozen InitOcc config comes from the init-occ checkpoint)."""
+    enc = ImageEncoderConfig(depth=config.encoder_depth)
+    if config.stage in ("halo", "init-occ"):
+        return InitOccConfig(official_quirks=config.official_quirks, image_encoder=enc,
+                             query_image_attention=config.stage == "init-occ")
+    if config.stage == "ref-occ":
+        if init_config is None:
+            raise ValueError("init_from: the ref-occ stage needs an init-occ checkpoint (--init-from RUN/best.pt)")
+        return RefOccConfig(official_quirks=config.official_quirks, image_encoder=enc,
+                            init_occ=replace(init_config, official_quirks=config.official_quirks))
+    return KptsRefConfig(encoder=enc, official_quirks=config.official_quirks)
+
+
+def build_network(config: TrainConfig, net_config) -> nn.Module:
+    """A freshly initialised network; parameters the stage does not train are frozen."""
+    if config.stage in ("halo", "init-occ"):
+        model = InitOcc(net_config)
+        if config.stage == "halo":   # no image side: only the part decoders train
+            for name in ("image_encoder", "image_final_layer", "left_pt_embeddings", "right_pt_embeddings",
+                         "img_ex_left", "img_ex_right"):
+                getattr(model, name).requires_grad_(False)
+        return model
+    if config.stage == "ref-occ":
+        return RefOcc(net_config)
+    model = KptsRef(net_config)
+    model.img_final_layer.requires_grad_(False)   # unused, as officially
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+@dataclass(frozen=True)
+class LossParts:
+    """A training loss: ``total`` is minimised; ``parts`` are logged."""
+
+    total: Tensor
+    parts: dict[str, Tensor]
+
+
+def init_occ_loss(model: InitOcc, batch: dict, config: TrainConfig, world_size: int) -> LossParts:
+    """Official InitOcc loss: MSE(occ_L, gt_L) + MSE(occ_R, gt_R) on probabilities."""
+    enc = model.encode(batch["image"], camera_of(batch))
+    hands = hands_of(batch)
+    mse = {s: occupancy_mse(model.decode(enc, hands[s], batch[s]["points"], s).occupancy, batch[s]["occupancy"],
+                            f"{s} occupancy") for s in SIDES}
+    total = mse["left"] + mse["right"]
+    return LossParts(total=total, parts={"mse_left": mse["left"], "mse_right": mse["right"]})
+
+
+def ref_occ_train_loss(model: RefOcc, batch: dict, config: TrainConfig, world_size: int) -> LossParts:
+    """Official RefOcc loss: MSE_L + MSE_R + pen_weight * Σ penetration products.
+
+    The penetration term is a sum over the global batch; each of the ``world_size`` processes sums its share,
+    and the gradients are averaged over processes, so the local sum is multiplied by ``world_size``.
+    """
+    hands = hands_of(batch)
+    pen = config.pen_pass and config.pen_weight > 0
+    out = model(batch["image"], camera_of(batch), hands["left"], hands["right"], batch["left"]["anchors"],
+                batch["right"]["anchors"], batch["left"]["points"], batch["right"]["points"], pen=pen)
+    loss = ref_occ_loss(out, batch["left"]["occupancy"], batch["right"]["occupancy"],
+                        pen_weight=config.pen_weight * world_size if pen else 0.0)
+    return LossParts(total=loss.total, parts={"mse": loss.occupancy, "penetration": loss.penetration / world_size})
+
+
+def kpts_inputs(batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(noisy left, noisy right, GT left, GT right) keypoints as KptsRef reads them: HALO order, camera axes,
+    mm, minus the noisy left middle MCP (the official normalisation, ``kpts_ref.normalise_keypoints``)."""
+    halo = {k: {s: reorder(batch[s][k].double(), "internal", "halo") for s in SIDES}
+            for k in ("noisy_joints", "joints")}
+    mid = halo["noisy_joints"]["left"][:, MID_MCP_HALO:MID_MCP_HALO + 1]
+    mm = {k: {s: ((halo[k][s] - mid) * 1000).float() for s in SIDES} for k in halo}
+    return mm["noisy_joints"]["left"], mm["noisy_joints"]["right"], mm["joints"]["left"], mm["joints"]["right"]
+
+
+def _mid_relative(x: Tensor) -> Tensor:
+    return x - x[:, MID_MCP_HALO:MID_MCP_HALO + 1]
+
+
+def kpts_ref_loss(model: KptsRef, batch: dict, config: TrainConfig, world_size: int) -> LossParts:
+    """Official KptsRef loss: MSE of middle-MCP-relative keypoints (mm), summed over the two hands."""
+    in_l, in_r, gt_l, gt_r = kpts_inputs(batch)
+    out = model(batch["image"], in_l, in_r)
+    mse_l = torch.mean((_mid_relative(out.left) - _mid_relative(gt_l)) ** 2)
+    mse_r = torch.mean((_mid_relative(out.right) - _mid_relative(gt_r)) ** 2)
+    return LossParts(total=mse_l + mse_r, parts={"mse_left_mm2": mse_l, "mse_right_mm2": mse_r})
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def _iou_sums(occ: Tensor, labels: Tensor, threshold: float) -> Tensor:
+    """(B,) per-row IoU of occupancy > threshold against labels > 0.5 (1 when both are empty)."""
+    pred = occ > threshold
+    gt = labels > 0.5
+    inter = (pred & gt).sum(1).double()
+    union = (pred | gt).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+@torch.no_grad()
+def validate_occupancy(model: nn.Module, batch: dict, config: TrainConfig, anchors: bool) -> dict[str, Tensor]:
+    """Per-sample IoU of each hand at the validation points (``config.val_points_from``): {"iou_left": (B,), "iou_right": (B,)}."""
+    n = config.val_points
+    key, label = ("points", "occupancy") if config.val_points_from == "mixed" else ("points_iou", "occupancy_iou")
+    points = {s: batch[s][key][:, :n] for s in SIDES}
+    labels = {s: batch[s][label][:, :n] for s in SIDES}
+    hands = hands_of(batch)
+    cam = camera_of(batch)
+    thr = IOU_THRESHOLD[config.stage]
+    if config.stage == "ref-occ":
+        enc = model.encode(batch["image"], cam, hands["left"], hands["right"], batch["left"]["anchors"],
+                           batch["right"]["anchors"])
+        out = model.decode(enc, points["left"], points["right"])
+        occ = {"left": out.left.occupancy, "right": out.right.occupancy}
+        init = {"left": out.left.init_occupancy, "right": out.right.init_occupancy}
+        res = {f"iou_{s}": _iou_sums(occ[s], labels[s], thr) for s in SIDES}
+        res |= {f"init_iou_{s}": _iou_sums(init[s], labels[s], IOU_THRESHOLD["init-occ"]) for s in SIDES}
+        return res
+    enc = model.encode(batch["image"], cam)
+    return {f"iou_{s}": _iou_sums(model.decode(enc, hands[s], points[s], s).occupancy, labels[s], thr)
+            for s in SIDES}
+
+
+@torch.no_grad()
+def validate_keypoints(model: KptsRef, batch: dict, config: TrainConfig, anchors: bool) -> dict[str, Tensor]:
+    """Per-sample mean joint error (mm, middle-MCP-relative) of the refined and of the input keypoints."""
+    in_l, in_r, gt_l, gt_r = kpts_inputs(batch)
+    out = model(batch["image"], in_l, in_r)
+
+    def err(p: Tensor, g: Tensor) -> Tensor:
+        return (_mid_relative(p) - _mid_relative(g)).norm(dim=-1).mean(-1).double()
+
+    return {"mpjpe_mm": (err(out.left, gt_l) + err(out.right, gt_r)) / 2,
+            "input_mpjpe_mm": (err(in_l, gt_l) + err(in_r, gt_r)) / 2}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What differs between stages."""
+
+    loss: Callable[[nn.Module, dict, TrainConfig, int], LossParts]
+    validate: Callable[[nn.Module, dict, TrainConfig, bool], dict[str, Tensor]]
+    metric: str
+    """The validation figure that selects the best model."""
+    higher_is_better: bool
+
+
+STAGE_SPECS: dict[str, StageSpec] = {
+    "halo": StageSpec(init_occ_loss, validate_occupancy, "iou", True),
+    "init-occ": StageSpec(init_occ_loss, validate_occupancy, "iou", True),
+    "ref-occ": StageSpec(ref_occ_train_loss, validate_occupancy, "iou", True),
+    "kpts-ref": StageSpec(kpts_ref_loss, validate_keypoints, "mpjpe_mm", False),
+}
+
+
+def summarise_validation(per_sample: dict[str, list[Tensor]]) -> dict[str, float]:
+    """Means over validation samples; ``iou`` is the mean of both hands' IoU."""
+    cat = {k: torch.cat(v) for k, v in per_sample.items()}
+    out = {k: float(v.mean()) for k, v in cat.items()}
+    if "iou_left" in out:
+        out["iou"] = (out["iou_left"] + out["iou_right"]) / 2
+    if "init_iou_left" in out:
+        out["init_iou"] = (out["init_iou_left"] + out["init_iou_right"]) / 2
+    return out
