@@ -85,6 +85,20 @@ def test_smoke_every_stage_shows_learning(data, tmp_path, threads):
     for run in ("halo", "init", "ref", "kpts"):
         assert (tmp_path / run / "config.json").is_file() and list((tmp_path / run / "tb").iterdir())
 
+    # ... -> evaluate: the trained checkpoints reconstruct and are scored (noisy keypoints, refined by KptsRef)
+    import json
+
+    from im2hands.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(ref.last), str(kpts.last), "--data", str(data), "--split", "val",
+                 "--keypoints", "noisy", "--limit", "2", "--resolution", "8", "--upsampling-steps", "2",
+                 "--metric-points", "4000", "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert summary["samples"] == 2
+    assert set(summary["reports"]) == {"initial", "refined"}
+    kp = summary["keypoints_mpjpe_mm"]
+    assert kp["used"]["right_mpjpe_wrist_mm"] != kp["input"]["right_mpjpe_wrist_mm"]   # KptsRef ran
+
 
 def test_sigkill_then_resume_equals_uninterrupted(data, tmp_path):
     """A run killed with SIGKILL after a checkpoint and resumed ends with bit-identical weights."""
