@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from im2hands.demo import SKIN, SKIN_2, HandAngles, look_at, mirror_pose, render_meshes, right_pose_from_angles  # noqa: E402
 from im2hands.hand import openhand as oh  # noqa: E402
+from im2hands.hand import openhand_build as ohb  # noqa: E402
 from im2hands.hand.mano import ManoLayer  # noqa: E402
 
 TILE = 320
@@ -64,9 +65,9 @@ def main() -> None:
     row2 = [(_view(_mesh(right, betas=b), dorsal, up, dist=0.45), label) for b, label in shapes]
     fist = right_pose_from_angles(HandAngles((85, 95, 60), (30, 40, 40, 40, 25)))
     pinch = oh.pose_from_angles(skel, *[a[None] for a in _pinch_angles(right, skel)])[0]
-    relaxed = oh.relaxed_pose(skel)
+    relaxed = ohb.relaxed_pose(skel)
     rng = np.random.default_rng(4)
-    rnd = oh.sample_anatomical_poses(skel, 1, rng)[0]
+    rnd = ohb.sample_anatomical_poses(skel, 1, rng)[0]
     poses = [(fist, "fist"), (pinch, "thumb-index pinch"), (relaxed, "hands_mean (relaxed)"), (rnd, "random anatomical")]
     row3 = [(_view(_mesh(right, pose=p), oblique, (0, 1, 0), dist=0.36), label) for p, label in poses]
     row3[3] = (_view(_mesh(left, pose=mirror_pose(rnd)), (0.6, 0.35, 0.8), (0, 1, 0), SKIN_2, dist=0.36),
@@ -84,11 +85,11 @@ def main() -> None:
 
 def _pinch_angles(layer: ManoLayer, skel: oh.RestSkeleton):
     """Anatomical angles (radians) of a thumb-index tip pinch: a seeded random search inside the
-    documented ranges (as in tests/hand/test_openhand.py), other fingers slightly curled."""
+    documented ranges (as in tests/hand/test_openhand_build.py), other fingers slightly curled."""
     rng = np.random.default_rng(0)
     keys = ("cmc_flex", "cmc_abd", "cmc_twist", "mcp_flex", "ip_flex")
-    lo = np.deg2rad([oh.THUMB_RANGES[k][0] for k in keys] + [0.0] * 3)
-    hi = np.deg2rad([oh.THUMB_RANGES[k][1] for k in keys] + [90.0] * 3)
+    lo = np.deg2rad([ohb.THUMB_RANGES[k][0] for k in keys] + [0.0] * 3)
+    hi = np.deg2rad([ohb.THUMB_RANGES[k][1] for k in keys] + [90.0] * 3)
     t = [j - 1 for j in oh.FINGER_CHAINS["thumb"]]
     c = [j - 1 for j in oh.FINGER_CHAINS["index"]]
 

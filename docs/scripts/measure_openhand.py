@@ -14,6 +14,7 @@ import torch
 import trimesh
 
 from im2hands.hand import openhand as oh
+from im2hands.hand import openhand_build as ohb
 from im2hands.hand.mano import ManoLayer
 from im2hands.hand.skeleton import MANO_KINTREE_PARENTS
 
@@ -24,7 +25,7 @@ from _mesh_quality import local_pairs, self_intersecting_pairs  # noqa: E402
 def main() -> None:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    oh.build_right()
+    ohb.build_right()
     print(f"generation (right model, build_right): {time.perf_counter() - t0:.1f} s")
     d = oh.openhand_dir()
     right = oh.load_model(d / "MANO_RIGHT.pkl")
@@ -78,7 +79,7 @@ def main() -> None:
               f"{np.abs(jj - j0).max() * 1e3:5.2f} mm | {(girth(vv, fingers) - girth(v0, fingers)) * 1e3:+.2f} / "
               f"{(girth(vv, thumb) - girth(v0, thumb)) * 1e3:+.2f} mm | "
               f"{(np.linalg.norm(tt[2] - jj[0]) - np.linalg.norm(tip0[2] - j0[0])) * 1e3:+.1f} mm")
-    poses = oh.sample_anatomical_poses(skel, 300, np.random.default_rng(0))
+    poses = ohb.sample_anatomical_poses(skel, 300, np.random.default_rng(0))
     out = run(pose=poses)
     verts = out.vertices.numpy()
     vol = np.array([trimesh.Trimesh(x, f, process=False).volume for x in verts]) / rest.volume
@@ -101,7 +102,7 @@ def main() -> None:
     print(f"100 poses: faces in local (same/adjacent bone) self-intersections mean {loc.mean():.2f} % max {loc.max():.2f} %; "
           f"all self-intersections incl. finger-finger contacts mean {allf.mean():.2f} % max {allf.max():.2f} %")
     comps = right["hands_components"]
-    p = oh.sample_anatomical_poses(skel, 5000, np.random.default_rng(3), correlated=True)
+    p = ohb.sample_anatomical_poses(skel, 5000, np.random.default_rng(3), correlated=True)
     var = ((p - p.mean(0)) @ comps.T).var(0)
     print(f"pose PCA: explained variance of the first 6 / 12 components {var[:6].sum() / var.sum():.2f} / "
           f"{var[:12].sum() / var.sum():.2f}")
