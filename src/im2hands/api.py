@@ -36,7 +36,7 @@ from im2hands.hand.skeleton import SIDES, Side
 from im2hands.mesh import Extraction, Lattice, extract_meshes, extract_meshes_seeded, mesh_to_camera, sample_anchors
 from im2hands.models.checkpoint import load_checkpoint, build_model
 from im2hands.models.init_occ import HandInputs, InitOcc
-from im2hands.models.kpts_ref import KptsRef, keypoints_to_camera
+from im2hands.models.kpts_ref import KptsRef, network_keypoints, network_to_camera
 from im2hands.models.ref_occ import RefOcc
 
 Stage = Literal["initial", "refined"]
@@ -326,14 +326,11 @@ class Im2Hands:
         """KptsRef on (1, 3, 256, 256) `image`: camera-frame keypoints -> refined ones (both internal order)."""
         if self.kpts_ref is None:
             raise ValueError("refine_keypoints: no kpts_ref network was loaded")
-        halo = {s: skeleton.reorder(joints_cam[s], "internal", "halo") for s in SIDES}
-        mid = np.asarray(halo["left"])[4:5]            # the network's frame: left middle MCP, millimetres
-        left_mm = self._tensor((np.asarray(halo["left"]) - mid) * 1000, torch.float64)[None]
-        right_mm = self._tensor((np.asarray(halo["right"]) - mid) * 1000, torch.float64)[None]
-        out = self.kpts_ref(image, left_mm, right_mm)
-        mid_t = self._tensor(mid, torch.float64)[None]
-        refined = {"left": keypoints_to_camera(out.left, mid_t)[0], "right": keypoints_to_camera(out.right, mid_t)[0]}
-        return {s: np.asarray(skeleton.reorder(refined[s].double().cpu().numpy(), "halo", "internal")) for s in SIDES}
+        kin = network_keypoints(self._tensor(joints_cam["left"], torch.float64)[None],
+                                self._tensor(joints_cam["right"], torch.float64)[None])
+        out = self.kpts_ref(image, kin.left_mm, kin.right_mm)
+        refined = {"left": out.left, "right": out.right}
+        return {s: network_to_camera(refined[s], kin.left_mid_joint)[0].double().cpu().numpy() for s in SIDES}
 
     def _hand_inputs(self, joints_cam: dict[str, np.ndarray]) -> dict[str, HandInputs]:
         return {s: HandInputs.from_canonical(canonicalise(self._tensor(joints_cam[s], torch.float64)[None], s))

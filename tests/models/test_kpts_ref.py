@@ -8,9 +8,11 @@ import torch
 
 from im2hands.official import kpts_ref as golden_check
 from im2hands.models.encoder import ImageEncoderConfig
+from im2hands.hand.skeleton import reorder
 from im2hands.models.kpts_ref import (
-    KptsRef, KptsRefConfig, chebyshev_basis, hand_graph, keypoints_to_camera, normalise_keypoints,
+    KptsRef, KptsRefConfig, chebyshev_basis, hand_graph, keypoints_to_camera, network_keypoints, network_to_camera,
 )
+from im2hands.official.inputs import normalise_keypoints
 
 from ..conftest import GOLDEN_DIR
 
@@ -192,6 +194,43 @@ def test_normalisation_round_trip_to_camera(inputs):
     torch.testing.assert_close(keypoints_to_camera(kin.left_mm, kin.left_mid_joint)[0], cam_left, atol=1e-12, rtol=0)
     assert kin.left_mm[0, 4].abs().max() == 0  # the left middle MCP is the origin
     assert kin.left_mm.dtype == torch.float64
+
+
+def _camera_joints_internal(inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The golden hands in our public types: camera frame, metres, true axes, internal joint order.
+
+    Undoes the official storage by hand: add the stored root, un-mirror the left hand (x -> -x for the
+    left joints and the left root alike), world -> camera ``x @ Rᵀ + T``, HALO -> internal order."""
+    f64 = torch.float64
+    mirror = torch.tensor([-1.0, 1.0, 1.0], dtype=f64)
+    r, t = inputs["cam_R"].to(f64), inputs["cam_T"].to(f64)[:, None]
+    world_left = (inputs["joints_left"].to(f64) + inputs["left_root_xyz"].to(f64)[:, None]) * mirror
+    world_right = inputs["joints_right"].to(f64) + inputs["right_root_xyz"].to(f64)[:, None]
+    cam = [w @ r.transpose(1, 2) + t for w in (world_left, world_right)]
+    return tuple(reorder(c, "halo", "internal") for c in cam)
+
+
+def test_network_keypoints_equal_the_official_normalisation(inputs, kin):
+    left, right = _camera_joints_internal(inputs)
+    ours = network_keypoints(left, right)
+    for f in ("left_mm", "right_mm", "left_mid_joint"):
+        got, want = getattr(ours, f), getattr(kin, f)
+        assert got.dtype == torch.float64, f
+        torch.testing.assert_close(got, want, atol=1e-9, rtol=0, msg=lambda m, f=f: f"{f}: {m}")
+
+
+def test_network_keypoints_round_trip_to_camera(inputs):
+    left, right = _camera_joints_internal(inputs)
+    kin = network_keypoints(left.float(), right.float())
+    assert kin.left_mm[0, 4].abs().max() == 0  # the left middle MCP (HALO joint 4) is the origin
+    for mm, cam in ((kin.left_mm, left.float()), (kin.right_mm, right.float())):
+        torch.testing.assert_close(network_to_camera(mm, kin.left_mid_joint), cam.double(), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="joints_cam_left and joints_cam_right: mismatched B"):
+        network_keypoints(left.repeat(2, 1, 1), right)
+    bad = right.clone()
+    bad[0, 5, 1] = float("nan")
+    with pytest.raises(ValueError, match="joints_cam_right: contains NaN"):
+        network_keypoints(left, bad)
 
 
 def test_small_variant_trains_on_cpu():

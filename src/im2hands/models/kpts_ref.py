@@ -7,7 +7,8 @@ official state dict loads unchanged (``KptsRef(KptsRefConfig(official_quirks=Tru
 Data flow, per hand (``left_*`` / ``right_*`` modules are separate and the hands never exchange features):
 
 1. **Input**: 21 keypoints in HALO order, millimetres, camera axes, minus the *left* hand's middle MCP
-   (:func:`normalise_keypoints` builds them from root-relative joints).
+   (:func:`network_keypoints` builds them from camera-frame keypoints;
+   :func:`im2hands.official.inputs.normalise_keypoints` from the official storage).
 2. **Keypoint embedding**: ``{side}_id_emb`` (a learned 16-vector per joint) ‖ ``{side}_pt_emb`` (per-joint
    MLP 3 -> 32 -> 32 of the coordinates) = 48 features per joint.
 3. **Image**: the encoder's finest maps ``cat(img_fmaps[-1], hms_fmaps[-1], dp_fmaps[-1])`` (512 channels
@@ -36,8 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from im2hands._checks import check_finite, check_same_size, check_shape, check_tensor
-from im2hands.hand.frames import MIRROR_X
-from im2hands.hand.skeleton import HALO_PARENTS
+from im2hands.hand.skeleton import HALO_PARENTS, reorder
 from im2hands.models.attention import ImageAttention
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig, ImageFeatures
 
@@ -45,7 +45,7 @@ NUM_JOINTS = 21
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Input normalisation (kpts_ref_training.preprocess_joints)
+# Input frame (kpts_ref_training.preprocess_joints)
 
 
 @dataclass(frozen=True)
@@ -60,42 +60,53 @@ class KeypointInput:
     """(B, 1, 3) the left hand's middle MCP (HALO joint 4) in the camera frame, metres."""
 
 
-def normalise_keypoints(joints_left: Tensor, joints_right: Tensor, *, cam_R: Tensor, cam_T: Tensor,
-                        left_root_xyz: Tensor, right_root_xyz: Tensor) -> KeypointInput:
-    """Official kpts_ref input normalisation (``kpts_ref_training.preprocess_joints``), in float64.
+MID_MCP_HALO = 4
+"""HALO index of the middle MCP; the left hand's is the origin of the network frame."""
 
-    Steps: add the stored root to the root-relative joints; mirror the left hand back (x -> -x; the left
-    joints *and* the left root are stored x-mirrored); go to the camera frame ``x @ Rᵀ + T``; subtract the
-    **left** hand's HALO joint 4 (middle MCP) from **both** hands; multiply by 1000 (mm). Float64 because
-    the official computation is float64 (joints float64, R and T cast to float64, float32 roots promoted).
+
+def to_network_frame(joints_cam: Tensor, left_mid_joint: Tensor) -> Tensor:
+    """One hand's camera-frame keypoints -> the network frame, in float64 as the official preprocessing.
 
     Args:
-        joints_left: (B, 21, 3) left joints, HALO order, world axes **x-mirrored**, minus the wrist, metres.
-        joints_right: (B, 21, 3) right joints, HALO order, world axes, minus the wrist, metres.
-        cam_R: (B, 3, 3) world -> camera rotation (OpenCV camera).
-        cam_T: (B, 3) world -> camera translation, metres.
-        left_root_xyz: (B, 3) left wrist in world metres **multiplied by [-1, 1, 1]** (as stored officially).
-        right_root_xyz: (B, 3) right wrist in world metres.
+        joints_cam: (B, 21, 3) keypoints, **internal** joint order, camera frame, metres, true axes (the left
+            hand not mirrored).
+        left_mid_joint: (B, 1, 3) the origin: the left hand's middle MCP, camera frame, metres.
     Returns:
-        :class:`KeypointInput`.
+        (B, 21, 3) float64 keypoints, HALO order, millimetres, minus `left_mid_joint`.
     """
-    b = check_shape(joints_left, f"B {NUM_JOINTS} 3", "joints_left")
-    for x, spec, name in ((joints_right, f"B {NUM_JOINTS} 3", "joints_right"), (cam_R, "B 3 3", "cam_R"),
-                          (cam_T, "B 3", "cam_T"), (left_root_xyz, "B 3", "left_root_xyz"),
-                          (right_root_xyz, "B 3", "right_root_xyz")):
-        check_same_size(b, check_shape(x, spec, name), "B", ("joints_left", name))
-        check_finite(x, name)
-    check_finite(joints_left, "joints_left")
-    f64 = torch.float64
-    mirror = torch.tensor(MIRROR_X, dtype=f64, device=joints_left.device)
-    left = (joints_left.to(f64) + left_root_xyz.to(f64)[:, None]) * mirror
-    right = joints_right.to(f64) + right_root_xyz.to(f64)[:, None]
-    rot_t = cam_R.to(f64).transpose(1, 2)
-    trans = cam_T.to(f64)[:, None]
-    left = torch.bmm(left, rot_t) + trans
-    right = torch.bmm(right, rot_t) + trans
-    mid = left[:, 4:5]
-    return KeypointInput(left_mm=(left - mid) * 1000, right_mm=(right - mid) * 1000, left_mid_joint=mid)
+    check_shape(joints_cam, f"B {NUM_JOINTS} 3", "joints_cam")
+    check_shape(left_mid_joint, "B 1 3", "left_mid_joint")
+    halo = reorder(joints_cam.to(torch.float64), "internal", "halo")
+    return (halo - left_mid_joint.to(torch.float64)) * 1000
+
+
+def network_keypoints(joints_cam_left: Tensor, joints_cam_right: Tensor) -> KeypointInput:
+    """KptsRef's input from both hands' camera-frame keypoints (public types: metres, true axes).
+
+    Reorders to HALO, subtracts the **left** hand's middle MCP from **both** hands and converts to mm, in
+    float64 (the official preprocessing is float64). Equals the official normalisation of the same hands
+    (:func:`im2hands.official.inputs.normalise_keypoints`, which reads the official storage).
+
+    Args:
+        joints_cam_left: (B, 21, 3) left keypoints, internal joint order, camera frame, metres, not mirrored.
+        joints_cam_right: (B, 21, 3) right keypoints, same order and frame.
+    Returns:
+        :class:`KeypointInput`; :func:`network_to_camera` maps network outputs back.
+    """
+    b = check_shape(joints_cam_left, f"B {NUM_JOINTS} 3", "joints_cam_left")
+    check_same_size(b, check_shape(joints_cam_right, f"B {NUM_JOINTS} 3", "joints_cam_right"), "B",
+                    ("joints_cam_left", "joints_cam_right"))
+    check_finite(joints_cam_left, "joints_cam_left")
+    check_finite(joints_cam_right, "joints_cam_right")
+    mid = reorder(joints_cam_left.to(torch.float64), "internal", "halo")[:, MID_MCP_HALO:MID_MCP_HALO + 1]
+    return KeypointInput(left_mm=to_network_frame(joints_cam_left, mid),
+                         right_mm=to_network_frame(joints_cam_right, mid), left_mid_joint=mid)
+
+
+def network_to_camera(kpts_mm: Tensor, left_mid_joint: Tensor) -> Tensor:
+    """Inverse of :func:`to_network_frame`: (B, 21, 3) network-frame keypoints (HALO order, mm) -> camera
+    frame, metres, internal joint order, in `left_mid_joint`'s dtype."""
+    return reorder(keypoints_to_camera(kpts_mm, left_mid_joint), "halo", "internal")
 
 
 def keypoints_to_camera(kpts_mm: Tensor, left_mid_joint: Tensor) -> Tensor:
@@ -322,7 +333,7 @@ class KptsRef(nn.Module):
 
         Args:
             image: (B, 3, S, S) ImageNet-normalised RGB, S = ``config.image_size``.
-            kpts_left: (B, 21, 3) left keypoints, HALO order, mm, network frame (:func:`normalise_keypoints`).
+            kpts_left: (B, 21, 3) left keypoints, HALO order, mm, network frame (:func:`network_keypoints`).
             kpts_right: (B, 21, 3) right keypoints, same frame.
         Returns:
             :class:`KptsRefOutput`, in the image's dtype and device.

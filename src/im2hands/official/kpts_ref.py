@@ -27,7 +27,7 @@ def golden_model(golden: Golden, device: torch.device):
 
 
 def golden_inputs(golden: Golden, device: torch.device) -> dict[str, torch.Tensor]:
-    """The golden inputs of :func:`~im2hands.models.kpts_ref.normalise_keypoints` and the image."""
+    """The golden inputs of :func:`~im2hands.official.inputs.normalise_keypoints` and the image."""
     g, i = golden["kpts_ref"], golden.inputs
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     return {"joints_left": t(g["joints_halo_rootrel_left"]), "joints_right": t(g["joints_halo_rootrel_right"]),
@@ -37,7 +37,7 @@ def golden_inputs(golden: Golden, device: torch.device) -> dict[str, torch.Tenso
 
 def run(model, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Normalise the golden-style inputs, run `model`; every array named as in ``kpts_ref.npz``."""
-    from im2hands.models.kpts_ref import normalise_keypoints
+    from im2hands.official.inputs import normalise_keypoints
 
     kin = normalise_keypoints(inputs["joints_left"], inputs["joints_right"], cam_R=inputs["cam_R"],
                               cam_T=inputs["cam_T"], left_root_xyz=inputs["left_root_xyz"],

@@ -25,10 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from im2hands.hand.camera import Camera
-from im2hands.hand.skeleton import SIDES, reorder
+from im2hands.hand.skeleton import SIDES
 from im2hands.models.encoder import ImageEncoderConfig
 from im2hands.models.init_occ import HandInputs, InitOcc, InitOccConfig
-from im2hands.models.kpts_ref import KptsRef, KptsRefConfig
+from im2hands.models.kpts_ref import MID_MCP_HALO, KptsRef, KptsRefConfig, network_keypoints, to_network_frame
 from im2hands.models.ref_occ import RefOcc, RefOccConfig
 from im2hands.train.config import TrainConfig
 from im2hands.train.losses import occupancy_mse, ref_occ_loss
@@ -39,8 +39,6 @@ MODEL_KIND = {"halo": "init_occ", "init-occ": "init_occ", "ref-occ": "ref_occ", 
 IOU_THRESHOLD = {"halo": 0.5, "init-occ": 0.5, "ref-occ": 0.45}
 """Occupancy threshold of each stage's validation IoU (official generation thresholds)."""
 
-MID_MCP_HALO = 4
-"""HALO-order index of the middle MCP, the joint KptsRef's loss is relative to."""
 
 
 def camera_of(batch: dict) -> Camera:
@@ -120,12 +118,10 @@ def ref_occ_train_loss(model: RefOcc, batch: dict, config: TrainConfig, world_si
 
 def kpts_inputs(batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(noisy left, noisy right, GT left, GT right) keypoints as KptsRef reads them: HALO order, camera axes,
-    mm, minus the noisy left middle MCP (the official normalisation, ``kpts_ref.normalise_keypoints``)."""
-    halo = {k: {s: reorder(batch[s][k].double(), "internal", "halo") for s in SIDES}
-            for k in ("noisy_joints", "joints")}
-    mid = halo["noisy_joints"]["left"][:, MID_MCP_HALO:MID_MCP_HALO + 1]
-    mm = {k: {s: ((halo[k][s] - mid) * 1000).float() for s in SIDES} for k in halo}
-    return mm["noisy_joints"]["left"], mm["noisy_joints"]["right"], mm["joints"]["left"], mm["joints"]["right"]
+    mm, minus the noisy left middle MCP (``kpts_ref.network_keypoints``, the official normalisation)."""
+    noisy = network_keypoints(batch["left"]["noisy_joints"], batch["right"]["noisy_joints"])
+    gt = {s: to_network_frame(batch[s]["joints"], noisy.left_mid_joint).float() for s in SIDES}
+    return noisy.left_mm.float(), noisy.right_mm.float(), gt["left"], gt["right"]
 
 
 def _mid_relative(x: Tensor) -> Tensor:
