@@ -234,3 +234,19 @@ def test_errors_name_the_problem(sample):
         model.reconstruct(sample["image"], j, {"R": np.eye(3)})
     with pytest.raises(ValueError, match="no kpts_ref network"):
         model.reconstruct(sample["image"], j, {"K": sample["camera_K"]}, refine_keypoints=True, stages=("initial",))
+
+
+def test_overlay_puts_the_known_meshes_on_the_hands(sample):
+    """Oracle meshes rendered with the crop's intrinsics cover the pixels the sample's mask labels as hands."""
+    from im2hands.viz.overlay import overlay_meshes
+
+    meshes = sample_meshes(sample)
+    model = Im2Hands(init_occ=OracleInitOcc(meshes), lattice=Lattice(16, 3))
+    res = model.reconstruct_crop(_crop(sample), _joints(sample), stages=("initial",)).stages["initial"]
+    img = np.asarray(sample["image"])
+    ov = overlay_meshes(img, np.asarray(sample["camera_K"]), {s: (res.hand(s).vertices, res.hand(s).faces)
+                                                              for s in ("right", "left")}, alpha=1.0)
+    drawn = np.abs(ov.astype(int) - img.astype(int)).sum(-1) > 0
+    hands = np.asarray(sample["mask"]) > 0
+    iou = (drawn & hands).sum() / (drawn | hands).sum()
+    assert iou > 0.9, iou

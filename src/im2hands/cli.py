@@ -219,6 +219,8 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--upsampling-steps", type=_count, default=3, help="upsampling steps (default 3: 257^3)")
     p.add_argument("--format", choices=("ply", "obj"), default="ply", help="mesh file format (default ply)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-pictures", action="store_true",
+                   help="skip OUT/overlay.png (meshes over the crop) and, for --inputs, OUT/contact_sheet.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_reconstruct)
 
@@ -253,6 +255,7 @@ def _reconstruct_jobs(args) -> list[tuple[str, Path, Path, Path]]:
 
 
 def _run_reconstruct(args) -> int:
+    import numpy as np
     from tqdm import tqdm
 
     from im2hands.api import Im2Hands, load_camera_json, load_keypoints_json, save_reconstruction
@@ -264,6 +267,7 @@ def _run_reconstruct(args) -> int:
                                      lattice=Lattice(args.resolution, args.upsampling_steps))
     refine = {"auto": None, "yes": True, "no": False}[args.refine_keypoints]
     failed = 0
+    sheet_rows, sheet_labels = [], []
     for name, img, keypoints, order, camera in tqdm(inputs, desc="reconstruct", unit="image",
                                                      disable=args.no_progress or len(inputs) == 1):
         try:
@@ -277,10 +281,25 @@ def _run_reconstruct(args) -> int:
             continue
         out = args.out / name if name else args.out
         save_reconstruction(result, out, mesh_format=args.format)
+        if not args.no_pictures:
+            from im2hands.viz.overlay import overlay_meshes, save_png
+
+            row = [result.crop.image]
+            for stage, res in result.stages.items():
+                meshes = {s: (res.hand(s).vertices, res.hand(s).faces) for s in ("right", "left")}
+                row.append(overlay_meshes(result.crop.image, result.crop.K, meshes))
+            save_png(out / "overlay.png", np.concatenate(row, axis=1))
+            sheet_rows.append(row)
+            sheet_labels.append(name or img.stem)
         t = result.timings
         stages = ", ".join(f"{s} {r.seconds:.2f} s ({sum(r.evaluations.values())} evaluations)"
                            for s, r in result.stages.items())
         print(f"{img.name}: {stages}; total {t['total']:.2f} s -> {out}")
+    if args.inputs is not None and sheet_rows and not args.no_pictures:
+        from im2hands.viz.overlay import contact_sheet, save_png
+
+        save_png(args.out / "contact_sheet.png", contact_sheet(sheet_rows, labels=sheet_labels))
+        print(f"wrote {args.out / 'contact_sheet.png'}: per input the crop, then each stage's meshes over it")
     return 1 if failed else 0
 
 

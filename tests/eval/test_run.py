@@ -100,6 +100,12 @@ def test_reconstruct_one_image_and_a_folder(setup, tmp_path, capsys):
                  "--out", str(tmp_path / "many"), "--stages", "initial", "--format", "obj", *SMALL]) == 0
     assert (tmp_path / "many" / "a" / "initial_left.obj").is_file()
     assert (tmp_path / "many" / "b" / "initial_right.obj").is_file()
+    # pictures: per input the crop and each stage's meshes over it; one contact sheet for the folder
+    overlay = np.asarray(Image.open(tmp_path / "many" / "a" / "overlay.png"))
+    assert overlay.shape == (256, 512, 3)
+    assert np.abs(overlay[:, 256:].astype(int) - overlay[:, :256].astype(int)).max() > 50   # meshes drawn
+    sheet = np.asarray(Image.open(tmp_path / "many" / "contact_sheet.png"))
+    assert sheet.shape[0] == 2 * (256 + 4)
 
 
 def test_reconstruct_bad_input_is_named(setup, tmp_path, capsys):
