@@ -233,3 +233,23 @@ def test_bad_inputs_are_named(ih, tmp_path):
     (bad / "annotations" / "skeleton.txt").write_text("r_wrist 0 -1\n")
     with pytest.raises(ValueError, match="skeleton"):
         select_frames(bad, "test")
+
+
+def test_evaluate_command_on_prepared_samples(ih, tmp_path):
+    """`im2hands evaluate` on prepared InterHand2.6M samples, with GT and with the input (predicted) keypoints."""
+    from im2hands.cli import main
+    from im2hands.models.checkpoint import save_checkpoint
+    from tests.helpers import small_networks
+
+    init, ref, _ = small_networks(read_sample(_samples(ih)[0]))
+    for kind, net in (("init_occ", init), ("ref_occ", ref)):
+        save_checkpoint(tmp_path / "ckpt" / f"{kind}.ckpt", model=kind, config=net.config, state_dict=net.state_dict())
+    for keypoints in ("gt", "predicted"):
+        out = tmp_path / f"eval_{keypoints}"
+        assert main(["evaluate", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(ih["config"].out),
+                     "--split", "test", "--keypoints", keypoints, "--resolution", "8", "--upsampling-steps", "2",
+                     "--metric-points", "3000", "--out", str(out), "--no-progress"]) == 0
+        summary = json.loads((out / "evaluation.json").read_text())
+        assert summary["samples"] == 4
+        rows = {r["metric"] for r in summary["reports"]["initial"]["hands"]}
+        assert {"iou", "chamfer_l1_mm", "mpjpe_mm", "mpjpe_wrist_mm"} <= rows
