@@ -18,25 +18,6 @@ from ._openhand import layer as _layer
 from ._openhand import pose as _pose
 
 
-@pytest.fixture(scope="module")
-def right() -> dict:
-    return oh.load_model(oh.openhand_dir() / "MANO_RIGHT.pkl")
-
-
-@pytest.fixture(scope="module")
-def left() -> dict:
-    return oh.load_model(oh.openhand_dir() / "MANO_LEFT.pkl")
-
-
-@pytest.fixture(scope="module")
-def skel() -> oh.RestSkeleton:
-    return oh.rest_skeleton()
-
-
-@pytest.fixture(scope="module")
-def layer_r() -> ManoLayer:
-    return _layer("right", flat_hand_mean=True)
-
 
 # ------------------------------------------------------------------------------------------ rest mesh
 

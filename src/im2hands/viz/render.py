@@ -310,6 +310,32 @@ class HandRenderer:
         return RenderResult(rgb=rgb, labels=labels, silhouette_right=sil["right"], silhouette_left=sil["left"])
 
 
+def pool_start_method(method: str, preload=None) -> str:
+    """``fork`` or ``spawn`` for a pool of rendering workers.
+
+    Args:
+        method: ``"auto"``: ``fork`` (no start-up imports) when this process has never opened a rendering
+            context, else ``spawn``; ``"fork"`` or ``"spawn"`` to choose.
+        preload: called before forking, to import what every worker needs once in the parent.
+    Raises:
+        ValueError: ``fork`` after this process opened a rendering context (the EGL context cannot be shared).
+    """
+    if method not in ("auto", "fork", "spawn"):
+        raise ValueError(f"start_method: expected 'auto', 'fork' or 'spawn', got {method!r}")
+    if method == "auto":
+        method = "spawn" if egl_used_in_this_process() else "fork"
+    if method == "fork":
+        if egl_used_in_this_process():
+            raise ValueError("start_method: 'fork' is unsafe after this process opened a rendering context; "
+                             "use 'spawn' or 'auto'")
+        # Import the heavy modules once here, so forked workers start without importing them.
+        _import_pyrender()
+        import im2hands.hand.canonical  # noqa: F401
+        if preload is not None:
+            preload()
+    return method
+
+
 def opengl_pose(R: np.ndarray, T: np.ndarray) -> np.ndarray:
     """(4, 4) camera-to-world pose in OpenGL's camera convention (looks along -z, y up) of the OpenCV
     camera (R, T) (:func:`im2hands.hand.camera.look_at`): columns x, -y, -z of the camera, at its centre."""

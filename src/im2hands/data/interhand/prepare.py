@@ -543,18 +543,9 @@ class PrepareSummary:
 
 
 def _start_method(config: PrepareConfig) -> str:
-    from im2hands.viz import render
+    from im2hands.viz.render import pool_start_method
 
-    method = config.start_method
-    if method == "auto":
-        method = "spawn" if render.egl_used_in_this_process() else "fork"
-    if method == "fork":
-        if render.egl_used_in_this_process():
-            raise ValueError("start_method: 'fork' is unsafe after this process opened a rendering context; "
-                             "use 'spawn' or 'auto'")
-        render._import_pyrender()
-        import im2hands.hand.canonical  # noqa: F401  -- imported once here, not in every forked worker
-    return method
+    return pool_start_method(config.start_method)
 
 
 def prepare(config: PrepareConfig) -> PrepareSummary:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from im2hands._io import atomic_write
 from im2hands.data.sample import (
     FORMAT_VERSION,
     SIDES,
@@ -325,9 +326,8 @@ def _check_job_file(config: SynthConfig) -> None:
                 "arguments to continue that run, or another --out"
             )
     else:
-        tmp = job_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(args, indent=2))
-        os.replace(tmp, job_file)
+        text = json.dumps(args, indent=2)
+        atomic_write(job_file, lambda f: f.write(text.encode()))
 
 
 def pending_indices(config: SynthConfig) -> tuple[list[int], list[str]]:
@@ -439,27 +439,15 @@ def _write_summary(out: Path, summary: SynthSummary) -> None:
         except (OSError, json.JSONDecodeError):
             data = {}
     data[summary.split] = asdict(summary)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2)
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _start_method(config: SynthConfig) -> str:
     """``fork`` or ``spawn`` for the worker pool (see :attr:`SynthConfig.start_method`)."""
-    from im2hands.viz import render
+    from im2hands.viz.render import pool_start_method
 
-    method = config.start_method
-    if method == "auto":
-        method = "spawn" if render.egl_used_in_this_process() else "fork"
-    if method == "fork":
-        if render.egl_used_in_this_process():
-            raise ValueError("start_method: 'fork' is unsafe after this process opened a rendering context; "
-                             "use 'spawn' or 'auto'")
-        # Import the heavy modules once here, so forked workers start without importing them.
-        render._import_pyrender()
-        _scene_api(config.scene_module)
-        import im2hands.hand.canonical  # noqa: F401
-    return method
+    return pool_start_method(config.start_method, preload=lambda: _scene_api(config.scene_module))
 
 
 def check_inputs(config: SynthConfig) -> None:
