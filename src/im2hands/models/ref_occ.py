@@ -72,6 +72,14 @@ HAND_LABEL = {"left": (1.0, 0.0), "right": (0.0, 1.0)}
 """One-hot hand label appended to each anchor feature."""
 
 
+GRAD_CHUNK_POINTS = 4096
+"""Decoder chunk (query points summed over batch rows) when autograd is on (training). Each chunk's largest
+activations are (chunk x 9 neighbours x 200) float32 = 29.5 MB at 4,096, below glibc's largest mmap threshold
+(32 MB): bigger blocks are mmap-ed and unmapped at every allocation, so each touch of them page-faults afresh.
+With one chunk of 8,192 (batch 4, 2,048 points) a training step took 10x the page faults and 25 % more CPU
+per sample than at batch 1-2 (``docs/TRAINING.md``, "Where the time goes"); results do not depend on it."""
+
+
 @dataclass(frozen=True)
 class RefOccConfig:
     """Refinement network: own image encoder, point-transformer encoder/decoder, frozen InitOcc."""
@@ -360,7 +368,10 @@ class RefOcc(nn.Module):
         henc = encoding.hand(side)
         cache = henc.cache_pen if pen else henc.cache
         b, n = points.shape[:2]
-        step = max(1, self.config.chunk_points // max(b, 1))
+        chunk_size = self.config.chunk_points
+        if torch.is_grad_enabled():   # training: keep each activation below malloc's mmap threshold
+            chunk_size = min(chunk_size, GRAD_CHUNK_POINTS)
+        step = max(1, chunk_size // max(b, 1))
         logits, inits = [], []
         for s in range(0, n, step):
             chunk = points[:, s:s + step]
@@ -375,7 +386,7 @@ class RefOcc(nn.Module):
                 cam0 = cam[:, :1]
             feat, xyz = self._camera_features(encoding, cam)
             qfeat = torch.cat([feat, init[..., None].expand(-1, -1, 32)], dim=2)
-            logits.append(self.trans_dec(xyz, qfeat, cache, chunk_size=self.config.chunk_points,
+            logits.append(self.trans_dec(xyz, qfeat, cache, chunk_size=chunk_size,
                                          scratch=scratch))
             inits.append(init)
         empty = points.new_zeros(b, 0, dtype=torch.float32)

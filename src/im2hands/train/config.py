@@ -181,7 +181,7 @@ def _smoke(stage: str) -> TrainConfig:
 
 PRESETS: dict[str, str] = {
     "official": "the paper's sizes and recipe (ResNet-50; GPU scale)",
-    "compact": "ResNet-18, fewer points, faster rates: every stage trains on 2 CPU threads in < 2 h",
+    "compact": "ResNet-18, fewer points, faster rates, for 2 CPU threads (~6.6 h in all as sized: docs/TRAINING.md)",
     "smoke": "a few CPU steps on tiny data (CI); still shows learning",
 }
 """Preset name -> one-line description."""
