@@ -116,7 +116,8 @@ def child(mode: str, sample_path: str, threads: int, repeats: int) -> dict:
         for _ in range(2):   # both hands
             mcubes.marching_cubes(values, 0.5)
         out["marching_cubes_s"] = time.perf_counter() - t0
-        out["total_s"] += out["marching_cubes_s"]   # the dense grid replaces our cropped marching cubes
+        # the stage times already hold the cropped marching cubes (~0.02 s); the dense grid comes on top
+        out["total_s"] += out["marching_cubes_s"]
     else:
         out["marching_cubes_s"] = None   # inside the stage times (cropped around the surface; bm_mesh.py)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

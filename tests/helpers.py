@@ -3,7 +3,6 @@ known mesh (so that the whole reconstruction pipeline has a known answer)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +127,3 @@ class OracleRefOcc(RefOcc):
 def sample_meshes(sample: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {s: (np.asarray(sample[f"{s}_vertices"], np.float64), np.asarray(sample[f"{s}_faces"], np.int64))
             for s in ("right", "left")}
-
-
-def replace_config(model, **changes):
-    return dataclasses.replace(model.config, **changes)

@@ -162,6 +162,19 @@ def parse_camera(camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return K, R, T
 
 
+def _read_json_object(path: Path, what: str) -> dict:
+    """The JSON object in `path`; a ValueError naming `what` and the file if it is unreadable or not an object."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{what} {path}: cannot read ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path}: expected a JSON object")
+    return data
+
+
 def load_keypoints_json(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
     """Read a keypoints file (format: ``docs/RECONSTRUCT.md``): ``{"order": "internal", "right": [[x, y, z] x 21],
     "left": [...]}`` or ``{"order": "interhand", "joints": [[x, y, z] x 42]}``; metres, optional ``"units": "mm"``.
@@ -169,15 +182,8 @@ def load_keypoints_json(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
     Returns:
         (keypoints for :func:`parse_keypoints`, their order).
     """
-    import json
-
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"keypoints file {path}: cannot read ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"keypoints file {path}: expected a JSON object")
+    data = _read_json_object(path, "keypoints file")
     order = data.get("order", "internal")
     units = data.get("units", "m")
     if units not in ("m", "mm"):
@@ -202,15 +208,8 @@ def load_keypoints_json(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
 def load_camera_json(path: str | Path) -> dict[str, np.ndarray]:
     """Read a camera file (``docs/RECONSTRUCT.md``): ``{"K": 3x3, "R": 3x3 (optional), "T": 3 (optional,
     metres)}``."""
-    import json
-
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"camera file {path}: cannot read ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"camera file {path}: expected a JSON object")
+    data = _read_json_object(path, "camera file")
     try:
         cam = {k: np.asarray(v, np.float64) for k, v in data.items() if k in ("K", "R", "T")}
         parse_camera(cam)

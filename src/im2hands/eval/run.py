@@ -102,8 +102,7 @@ def _init_worker(checkpoints: Sequence[str], config: EvaluationConfig, threads: 
         if threads:
             torch.set_num_threads(threads)
         lattice = Lattice(config.resolution_0, config.upsampling_steps)
-        _WORKER.update(model=Im2Hands.from_checkpoint(*checkpoints, lattice=lattice, seed=config.seed, device="cpu"
-                                                      if not torch.cuda.is_available() else None),
+        _WORKER.update(model=Im2Hands.from_checkpoint(*checkpoints, lattice=lattice, seed=config.seed),
                        config=config)
     except Exception as e:  # noqa: BLE001
         _WORKER["error"] = f"{type(e).__name__}: {e}"
