@@ -41,7 +41,23 @@ setup() {
     fi
     echo "[setup] installing im2hands and its dependencies into $VENV" >&2
     "${pip[@]}" install -e ".[test]"
+    install_chromium
     touch "$STAMP"
+}
+
+# Best effort: the 3D viewer's browser test needs a headless Chromium (it skips without one). Installed only
+# when we are root with apt-get; a failure never stops the setup.
+install_chromium() {
+    if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then return 0; fi
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then return 0; fi
+    echo "[setup] installing chromium (for the 3D viewer's browser test)" >&2
+    # a second try after refreshing the package lists, which a fresh container may not have
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; then
+        echo "[setup] could not install chromium; the viewer's browser test will be skipped" >&2
+    fi
+    return 0
 }
 
 setup
