@@ -50,3 +50,53 @@ def test_loss_errors():
     no_pen = SimpleNamespace(left=h(a), right=h(a), pen_left=h(torch.zeros(1, 0)), pen_right=h(torch.zeros(1, 0)))
     with pytest.raises(ValueError, match="pen=True"):
         ref_occ_loss(no_pen, a, a)
+
+
+def _straight_hand() -> torch.Tensor:
+    """(1, 21, 3) a flat hand in the internal order: fingers along +y from MCPs spread along x, metres."""
+    from im2hands.hand import skeleton
+
+    joints = torch.zeros(21, 3)
+    for k, finger in enumerate(skeleton.FINGERS):
+        for level in range(1, 5):
+            joints[skeleton.INTERNAL.index(f"{finger}{level}")] = torch.tensor(
+                [0.02 * (k - 2), 0.08 + 0.03 * (level - 1), 0.0])
+    return joints[None]
+
+
+def test_nearest_part_labels_points_along_each_bone():
+    from im2hands.hand import skeleton
+    from im2hands.train.losses import PART_SEGMENTS, nearest_part
+
+    joints = _straight_hand()
+    start, end, part = PART_SEGMENTS
+    assert len(start) == 20 and sorted(set(part)) == list(range(16))
+    # the midpoint of every segment, nudged 1 mm off its axis, belongs to that segment's part
+    mids = (joints[0, start] + joints[0, end]) / 2 + torch.tensor([0.0, 0.0, 0.001])
+    got = nearest_part(mids[None], joints)[0]
+    assert got.tolist() == part
+    # part b >= 1 is the phalanx that starts at HALO joint b (part order of the decoders)
+    for b in range(1, 16):
+        name = skeleton.HALO[b]
+        assert start[part.index(b)] == skeleton.INTERNAL.index(name)
+    # beyond a fingertip, the tip phalanx
+    tip = joints[0, skeleton.INTERNAL.index("middle4")] + torch.tensor([0.0, 0.01, 0.0])
+    assert skeleton.HALO[nearest_part(tip[None, None], joints)[0, 0]] == "middle3"
+
+
+def test_part_bce_and_occupancy_bce_known_values():
+    import math
+
+    from im2hands.train.losses import occupancy_bce, part_bce
+
+    logits = torch.full((1, 2, 16), -30.0)
+    logits[0, 0, 3] = 30.0            # point 0 inside, owned by part 3; point 1 outside
+    occ = torch.tensor([[1.0, 0.0]])
+    parts = torch.tensor([[3, 5]])
+    assert part_bce(logits, occ, parts).item() < 1e-9
+    assert occupancy_bce(logits, occ).item() < 1e-9
+    # the right answer from the wrong part costs log(1 + e^30) / 32 for each of the two wrong entries
+    wrong = part_bce(logits, occ, torch.tensor([[4, 5]]))
+    assert wrong.item() == pytest.approx(2 * math.log1p(math.exp(30.0)) / 32, rel=1e-6)
+    # zero logits: the occupancy BCE is log 2 whatever the labels
+    assert occupancy_bce(torch.zeros(1, 2, 16), occ).item() == pytest.approx(math.log(2.0))

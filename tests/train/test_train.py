@@ -186,3 +186,42 @@ def test_corrupt_sample_mid_run_is_skipped_and_counted(data, tmp_path, threads):
     result = train(replace(preset("smoke", "halo"), data=copy, out=tmp_path / "run", steps=8, points_per_hand=128))
     assert result.step == 8
     assert result.skipped >= 1
+
+
+def test_frozen_encoder_is_shared_and_kpts_features_cached(data, tmp_path, threads):
+    """ref-occ and kpts-ref with --freeze-encoder keep init-occ's image encoder exactly (weights and batch-norm
+    statistics), and kpts-ref still learns from the cached features."""
+    from im2hands.train.loop import train
+
+    small = dict(encoder_width=16, encoder_fmap_dim=32)
+    init = train(replace(preset("smoke", "init-occ"), data=data, out=tmp_path / "init", steps=3, **small))
+    enc = {k[len("image_encoder."):]: v for k, v in _weights(init.last).items() if k.startswith("image_encoder.")}
+    assert any("running_mean" in k for k in enc)
+
+    kpts = train(replace(preset("smoke", "kpts-ref"), data=data, out=tmp_path / "kpts", init_from=init.last,
+                         freeze_encoder=True, kpts_img_dim=16, steps=30, **small))
+    assert kpts.history[-1]["mpjpe_mm"] < kpts.history[0]["mpjpe_mm"], kpts.history
+    ref = train(replace(preset("smoke", "ref-occ"), data=data, out=tmp_path / "ref", init_from=init.last,
+                        anchors="gt", freeze_encoder=True, steps=3, **small))
+    for run in (kpts, ref):
+        got = _weights(run.last)
+        for k, v in enc.items():
+            assert torch.equal(got[f"image_encoder.{k}"], v), k
+    with pytest.raises(ValueError, match="freeze_encoder: needs --init-from"):
+        train(replace(preset("smoke", "kpts-ref"), data=data, out=tmp_path / "k2", freeze_encoder=True, **small))
+
+
+def test_coord_init_scale_scales_only_the_coordinate_columns(data, tmp_path):
+    from im2hands.train.stages import build_network, model_config
+
+    cfg = preset("smoke", "halo")
+    torch.manual_seed(0)
+    plain = build_network(cfg, model_config(cfg))
+    torch.manual_seed(0)
+    scaled = build_network(replace(cfg, coord_init_scale=30.0), model_config(cfg))
+    for side in ("left_decoder", "right_decoder"):
+        for b in (0, 15):
+            a = getattr(getattr(plain, side), f"lin{b}_0").weight
+            s = getattr(getattr(scaled, side), f"lin{b}_0").weight
+            torch.testing.assert_close(s[:, :3], 30.0 * a[:, :3])
+            assert torch.equal(s[:, 3:], a[:, 3:])

@@ -35,6 +35,9 @@ class ImageEncoderConfig:
     """ResNet depth; 50 is the official encoder, 18/34 are small variants for CPU training."""
     fmap_dim: int = 128
     """Channels of every decoder stage (official: 128)."""
+    width: int = 64
+    """Base channels of the ResNet (``layer1``; the stages have 1, 2, 4, 8 times this); official 64. A
+    smaller width is a CPU-sized variant (32: a quarter of the weights and of the convolution work)."""
     joints_per_hand: int = 21
     """Heat maps per hand; ``hms`` has 2 x this many channels."""
 
@@ -103,9 +106,9 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: ImageEncoderConfig | None = None):
         super().__init__()
         self.config = config = config or ImageEncoderConfig()
-        if config.fmap_dim < 1 or config.joints_per_hand < 1:
-            raise ValueError(f"config: fmap_dim and joints_per_hand must be positive, got {config}")
-        self.resnet = ResNet(config.depth)
+        if config.fmap_dim < 1 or config.joints_per_hand < 1 or config.width < 1:
+            raise ValueError(f"config: fmap_dim, joints_per_hand and width must be positive, got {config}")
+        self.resnet = ResNet(config.depth, width=config.width)
         top = self.resnet.stage_channels[3]
         self.hms_decoder = SimpleDecoder(top, config.fmap_dim, 2 * config.joints_per_hand)
         self.dp_decoder = SimpleDecoder(top, config.fmap_dim, 2 + 3 * 2)

@@ -4,7 +4,7 @@ Once per image (:meth:`RefOcc.encode`)::
 
     image --image_encoder (own, trainable ResNetSimple)--> hms_fmaps, dp_fmaps
         hms/dp_fmaps[-1] (128@64²) --bilinear x4--> 256@256² --image_final_layer (1x1)--> img_feat 32@256²
-        hms/dp_fmaps[0] (128@8²) --hms/dp_global_layer (8x8 conv)--> img_global (256)
+        hms/dp_fmaps[0] (128@8²) --hms/dp_global_layer (8x8 conv)--> img_global (256 = 2 fmap_dim)
     anchors (512 per hand, hand's query frame) --camera, project, sample img_feat-->
         anchor feature = 32 sampled channels ‖ hand one-hot (left [1,0], right [0,1])
     both hands' anchors in the flipped camera frame, centred on the bbox centre of all 1024 anchors
@@ -223,7 +223,8 @@ class RefOcc(nn.Module):
         self.trans_enc = PointTransformerEncoder(d_feat_in=32 + 2)
         self.trans_dec = PointTransformerDecoderOcc(dim_inp=256, dim=200, nneigh=9, hidden_dim=32,
                                                     d_query_feat=32 + 32)
-        self.context_enc = nn.Sequential(nn.Linear(3 * 256, 256))
+        # z_L ‖ z_R ‖ img_global: 256 + 256 + 2·fmap_dim (official 768)
+        self.context_enc = nn.Sequential(nn.Linear(2 * 256 + 2 * fmap, 256))
         self.init_occ.eval()
 
     def train(self, mode: bool = True) -> RefOcc:

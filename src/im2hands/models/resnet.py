@@ -102,7 +102,7 @@ class ResNetStages:
 class ResNet(nn.Module):
     """ResNet backbone with torchvision's module names (``conv1``, ``bn1``, ``layer1``-``layer4``, ``fc``)."""
 
-    def __init__(self, depth: Depth = 50, *, num_classes: int = 1000):
+    def __init__(self, depth: Depth = 50, *, num_classes: int = 1000, width: int = 64):
         super().__init__()
         if depth not in _LAYOUT:
             raise ValueError(f"depth: expected one of {sorted(_LAYOUT)}, got {depth!r}")
@@ -110,17 +110,20 @@ class ResNet(nn.Module):
         block = BasicBlock if kind == "basic" else Bottleneck
         self.depth = depth
         self.expansion = block.expansion
-        self._cin = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width: expected a positive int, got {width!r}")
+        self.width = w = width
+        self._cin = w
+        self.conv1 = nn.Conv2d(3, w, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, counts[0], 1)
-        self.layer2 = self._make_layer(block, 128, counts[1], 2)
-        self.layer3 = self._make_layer(block, 256, counts[2], 2)
-        self.layer4 = self._make_layer(block, 512, counts[3], 2)
+        self.layer1 = self._make_layer(block, w, counts[0], 1)
+        self.layer2 = self._make_layer(block, 2 * w, counts[1], 2)
+        self.layer3 = self._make_layer(block, 4 * w, counts[2], 2)
+        self.layer4 = self._make_layer(block, 8 * w, counts[3], 2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(8 * w * block.expansion, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -131,8 +134,8 @@ class ResNet(nn.Module):
     @property
     def stage_channels(self) -> tuple[int, int, int, int]:
         """Channels of ``layer1``..``layer4`` outputs."""
-        e = self.expansion
-        return (64 * e, 128 * e, 256 * e, 512 * e)
+        e, w = self.expansion, self.width
+        return (w * e, 2 * w * e, 4 * w * e, 8 * w * e)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None

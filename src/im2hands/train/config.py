@@ -64,6 +64,12 @@ class TrainConfig:
     """Sub-folder of ``data`` with the validation samples."""
     encoder_depth: Literal[18, 34, 50] = 50
     """ResNet depth of the image encoder (official 50)."""
+    encoder_width: int = 64
+    """Base channels of the image encoder's ResNet (official 64; ``ImageEncoderConfig.width``)."""
+    encoder_fmap_dim: int = 128
+    """Channels of the encoder's heat-map / dense-pose decoders (official 128)."""
+    kpts_img_dim: int = 256
+    """kpts-ref: channels of the image map the keypoint attention reads (official 256)."""
     official_quirks: bool = False
     """Train the official forward with its quirks (False: the fixed forward, ``docs/OFFICIAL_QUIRKS.md``)."""
     batch_size: int = 8
@@ -76,13 +82,29 @@ class TrainConfig:
     """Optimiser and learning-rate schedule."""
     init_from: Path | None = None
     """Checkpoint to start from: halo -> init-occ (decoders copied to both hands), init-occ -> ref-occ (the
-    frozen InitOcc, and RefOcc's image encoder), none for halo and kpts-ref."""
+    frozen InitOcc, and RefOcc's image encoder), init-occ -> kpts-ref (its image encoder; optional, the
+    official KptsRef starts from IntagHand's), none for halo."""
+    freeze_encoder: bool = False
+    """ref-occ, kpts-ref: keep the image encoder as initialised from ``init_from`` (fixed, in eval mode), so
+    all three networks share one encoder. For kpts-ref its features are then a function of the sample
+    alone: they are computed once per sample and kept in memory (float16) and every later step trains only
+    the graph, attention and regression layers."""
     anchors: Literal["init-occ", "gt"] = "init-occ"
     """RefOcc anchors: 512 points on the InitOcc meshes (official; precompute with ``im2hands train
     anchors``) or 512 points of the GT surface (ablation: the refinement then never sees InitOcc's errors
     in its anchors, so it learns less to correct them)."""
     anchors_dir: Path | None = None
     """Folder of precomputed anchors (``DATA/anchors/<name>``); None: ``DATA/anchors/default``."""
+    occupancy_loss: Literal["mse", "bce"] = "mse"
+    """InitOcc/HALO occupancy loss: MSE on probabilities (official) or binary cross-entropy on the max part
+    logit (does not saturate: learns faster from scratch)."""
+    part_loss_weight: float = 0.0
+    """Weight of the auxiliary per-part BCE of InitOcc/HALO (``train.losses.part_bce``; 0: off, official)."""
+    coord_init_scale: float = 1.0
+    """halo: multiply the initial first-layer weights that read the bone-frame coordinates by this factor.
+    Inside a bone's frame the hand spans only ~0.01-0.1 units (the official input scale), so with the
+    default initialisation every part MLP starts nearly constant over its bone and learns its shape slowly;
+    a larger start resolves the shape at once (the forward is unchanged: only the initial weights)."""
     pen_weight: float = 0.001
     """Penetration loss weight (official 0.001; a sum over points, scaled to the global batch)."""
     pen_pass: bool = True
@@ -124,7 +146,7 @@ class TrainConfig:
     and time-sliced jobs; the run continues with ``--resume``."""
 
     def __post_init__(self):
-        for name in ("batch_size", "points_per_hand", "steps"):
+        for name in ("batch_size", "points_per_hand", "steps", "encoder_width", "encoder_fmap_dim", "kpts_img_dim"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
@@ -151,18 +173,25 @@ _OFFICIAL = {
 
 
 def _compact(stage: str) -> TrainConfig:
-    base = replace(_OFFICIAL[stage], preset="compact", encoder_depth=18, val_samples=32, val_points=4096,
-                   checkpoint_every=200, val_every=500, threads=0)
+    # One small image encoder (ResNet-18 at half width, 64-channel decoders) trained in init-occ and shared,
+    # frozen, by ref-occ and kpts-ref: 3x fewer weights to train and ship, no encoder backward after init-occ,
+    # and KptsRef reads cached features. HALO and InitOcc learn with BCE + the per-part loss from a scaled
+    # initialisation (docs/TRAINING.md, "The compact preset").
+    base = replace(_OFFICIAL[stage], preset="compact", encoder_depth=18, encoder_width=32, encoder_fmap_dim=64,
+                   kpts_img_dim=32, val_samples=32, val_points=4096, checkpoint_every=200, val_every=200,
+                   threads=0)
+    occ = dict(occupancy_loss="bce", part_loss_weight=1.0)
     if stage == "halo":
-        return replace(base, batch_size=8, points_per_hand=1024, steps=6000,
-                       optim=OptimConfig(lr=1e-3, step_size=3000, gamma=0.3))
+        return replace(base, batch_size=8, points_per_hand=1024, steps=2400, coord_init_scale=30.0,
+                       optim=OptimConfig(lr=3e-3, step_size=800, gamma=0.5), **occ)
     if stage == "init-occ":
-        return replace(base, batch_size=8, points_per_hand=1024, steps=2500,
-                       optim=OptimConfig(lr=3e-4, step_size=1500, gamma=0.3))
+        return replace(base, batch_size=8, points_per_hand=1024, steps=900,
+                       optim=OptimConfig(lr=3e-4, step_size=400, gamma=0.5), **occ)
     if stage == "ref-occ":
-        return replace(base, batch_size=2, points_per_hand=1024, steps=1500,
-                       optim=OptimConfig(lr=3e-4, weight_decay=1e-5, step_size=1000, gamma=0.3))
-    return replace(base, batch_size=16, steps=2000, optim=OptimConfig(lr=3e-4, step_size=1500, gamma=0.3))
+        return replace(base, batch_size=2, points_per_hand=1024, steps=600, freeze_encoder=True,
+                       optim=OptimConfig(lr=3e-4, weight_decay=1e-5, step_size=400, gamma=0.3))
+    return replace(base, batch_size=16, steps=3000, freeze_encoder=True,
+                   optim=OptimConfig(lr=1e-3, step_size=1500, gamma=0.3))
 
 
 def _smoke(stage: str) -> TrainConfig:
@@ -181,7 +210,7 @@ def _smoke(stage: str) -> TrainConfig:
 
 PRESETS: dict[str, str] = {
     "official": "the paper's sizes and recipe (ResNet-50; GPU scale)",
-    "compact": "ResNet-18, fewer points, faster rates, for 2 CPU threads (~6.6 h in all as sized: docs/TRAINING.md)",
+    "compact": "one shared half-width ResNet-18, fewer points, faster learning, for 2 CPU threads (docs/TRAINING.md)",
     "smoke": "a few CPU steps on tiny data (CI); still shows learning",
 }
 """Preset name -> one-line description."""

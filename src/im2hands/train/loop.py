@@ -39,7 +39,8 @@ from im2hands.models.init_occ import InitOccConfig
 from im2hands.models.part_decoder import HIDDEN
 from im2hands.train.config import TrainConfig, config_from_json, config_to_json
 from im2hands.train.data import StepBatches, TrainItems, collate_skipping, to_device
-from im2hands.train.stages import MODEL_KIND, STAGE_SPECS, build_network, model_config, summarise_validation
+from im2hands.train.stages import (MODEL_KIND, STAGE_SPECS, build_network, model_config, set_training_mode,
+                                   summarise_validation)
 
 RESUME_FREE = ("resume", "progress", "stop_after", "steps", "val_every", "checkpoint_every", "log_every",
                "num_workers", "threads", "device")
@@ -122,6 +123,8 @@ def _check_init(ckpt: Checkpoint, path: Path, expected_kind: str, what: str) -> 
 def initialise(model: nn.Module, config: TrainConfig) -> None:
     """Load the stage's starting weights (``config.init_from``) into a fresh network."""
     if config.init_from is None:
+        if config.freeze_encoder and config.stage in ("ref-occ", "kpts-ref"):
+            raise ValueError("freeze_encoder: needs --init-from, the init-occ checkpoint whose image encoder to keep")
         return
     path = Path(config.init_from)
     ckpt = load_checkpoint(path)
@@ -153,6 +156,14 @@ def initialise(model: nn.Module, config: TrainConfig) -> None:
                   if k.startswith(("image_encoder.", "image_final_layer.")) and k in mine
                   and tuple(mine[k].shape) == tuple(v.shape)}
         model.load_state_dict(shared, strict=False)
+    elif config.stage == "kpts-ref":
+        _check_init(ckpt, path, "init_occ", "kpts-ref stage (its image encoder)")
+        if not src_stage:
+            raise ValueError(f"init_from: {path} is a halo checkpoint (no trained image encoder); kpts-ref "
+                             "takes an init-occ one")
+        state = {k[len("image_encoder."):]: v for k, v in ckpt.state_dict.items() if k.startswith("image_encoder.")}
+        check_state_dict(state, expected_shapes(model.image_encoder), f"{path} (image encoder)")
+        model.image_encoder.load_state_dict(state)
     else:
         raise ValueError(f"init_from: the {config.stage} stage starts from scratch; drop --init-from")
 
@@ -215,7 +226,7 @@ def validate(model: nn.Module, config: TrainConfig, items: TrainItems, device: t
     spec = STAGE_SPECS[config.stage]
     n = len(items) if config.val_samples == 0 else min(config.val_samples, len(items))
     was_training = model.training
-    model.eval()
+    set_training_mode(model, config, False)
     per: dict[str, list] = {}
     bs = max(1, min(config.batch_size, 8))
     try:
@@ -227,7 +238,7 @@ def validate(model: nn.Module, config: TrainConfig, items: TrainItems, device: t
             for k, v in spec.validate(model, to_device(batch.data, device), config, True).items():
                 per.setdefault(k, []).append(v.cpu())
     finally:
-        model.train(was_training)
+        set_training_mode(model, config, was_training)
     if not per:
         raise ValueError(f"val_split: no readable validation sample in {items.dataset.root / items.dataset.split}")
     return summarise_validation(per)
@@ -285,7 +296,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.disable_dropout:
         _no_dropout(model)
     model.to(device)
-    model.train()
+    set_training_mode(model, config, True)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     if optimizer_state is not None:

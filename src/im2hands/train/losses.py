@@ -2,6 +2,12 @@
 
 - Occupancy: mean squared error between predicted occupancy *probabilities* and binary labels, per hand,
   summed over the two hands (``torch.nn.MSELoss`` with its default mean, as officially).
+- Part labels (optional, ``part_loss_weight``): each inside point is given to the bone nearest to it (the
+  palm for the wrist-to-MCP segments, else the phalanx it lies along), and each part's logit is trained with
+  binary cross-entropy to be inside exactly where its bone's labels are. This is NASA's auxiliary
+  part-occupancy loss (Deng et al. 2020, skinning weights as part labels) with the skeleton instead of
+  skinning weights. The max over parts alone sends gradient to one part per point, so from scratch it
+  learns slowly; with every part supervised the decoders learn their bone's shape at once.
 - Penetration (RefOcc stage): ``0.001 * Σ_{b,n} (o_L(Q_L)·o_R(Q_L) + o_R(Q_R)·o_L(Q_R))`` where ``o_R(Q_L)`` is
   the right network's refined occupancy at the left hand's query points (``RefOccOutput.pen_right``). The
   official code takes a **sum** over batch rows and points (not a mean), so its weight relative to the MSE
@@ -13,9 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from im2hands._checks import check_shape, check_tensor
+from im2hands.hand import skeleton
 
 PEN_WEIGHT = 0.001
 """Official weight of the penetration term."""
@@ -51,6 +59,68 @@ def penetration_loss(occ_left: Tensor, occ_right: Tensor, pen_left: Tensor, pen_
             raise ValueError(f"occ_left and {name}: mismatched shapes {tuple(occ_left.shape)} vs {tuple(t.shape)}"
                              "; all four occupancies must be (B, N) with the same N")
     return weight * (occ_left * pen_right + occ_right * pen_left).sum()
+
+
+def _part_segments() -> tuple[list[int], list[int], list[int]]:
+    """(start joint, end joint, part) of the segments that label parts; joints in the internal order.
+
+    Part b (HALO's bone order, as ``InitOccOutput.part_logits``) is the palm for b = 0 (the five
+    wrist-to-MCP segments) and for b >= 1 the phalanx from HALO joint b to the next joint of its finger.
+    """
+    inner = skeleton.INTERNAL
+    start, end, part = [], [], []
+    for f in skeleton.FINGERS:
+        start.append(inner.index("wrist"))
+        end.append(inner.index(f"{f}1"))
+        part.append(0)
+    for b in range(1, 16):
+        name = skeleton.HALO[b]
+        finger, level = name[:-1], int(name[-1])
+        start.append(inner.index(name))
+        end.append(inner.index(f"{finger}{level + 1}"))
+        part.append(b)
+    return start, end, part
+
+
+PART_SEGMENTS = _part_segments()
+"""(start, end, part) index lists of the 20 labelling segments (internal joint order, HALO part order)."""
+
+
+def nearest_part(points_cam: Tensor, joints: Tensor) -> Tensor:
+    """Index of the part whose bone segment is nearest to each point.
+
+    Args:
+        points_cam: (B, N, 3) points, camera frame, metres.
+        joints: (B, 21, 3) the hand's joints, internal order, same frame.
+    Returns:
+        (B, N) int64 part index in 0..15 (HALO bone order).
+    """
+    start, end, part = PART_SEGMENTS
+    a = joints[:, start].to(points_cam.dtype)               # (B, S, 3)
+    d = joints[:, end].to(points_cam.dtype) - a
+    rel = points_cam[:, :, None] - a[:, None]               # (B, N, S, 3)
+    t = ((rel * d[:, None]).sum(-1) / (d * d).sum(-1).clamp(min=1e-12)[:, None]).clamp(0, 1)
+    dist = (rel - t[..., None] * d[:, None]).square().sum(-1)
+    seg = dist.argmin(-1)
+    return torch.as_tensor(part, device=points_cam.device)[seg]
+
+
+def part_bce(part_logits: Tensor, occupancy: Tensor, parts: Tensor) -> Tensor:
+    """Mean binary cross-entropy of every part's logit against "inside and nearest to this part".
+
+    Args:
+        part_logits: (B, N, P) per-part logits.
+        occupancy: (B, N) labels in {0, 1}.
+        parts: (B, N) int64 nearest part of each point (:func:`nearest_part`).
+    """
+    check_tensor(part_logits, "part_logits")
+    target = F.one_hot(parts, part_logits.shape[-1]).to(part_logits.dtype) * occupancy[..., None].to(part_logits.dtype)
+    return F.binary_cross_entropy_with_logits(part_logits, target)
+
+
+def occupancy_bce(part_logits: Tensor, occupancy: Tensor) -> Tensor:
+    """Binary cross-entropy of the occupancy (the sigmoid of the max part logit) against labels (B, N)."""
+    return F.binary_cross_entropy_with_logits(part_logits.max(-1).values, occupancy.to(part_logits.dtype))
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,13 @@ from torch import Tensor, nn
 
 from im2hands.hand.camera import Camera
 from im2hands.hand.skeleton import SIDES
-from im2hands.models.encoder import ImageEncoderConfig
+from im2hands.models.encoder import ImageEncoderConfig, ImageFeatures
 from im2hands.models.init_occ import HandInputs, InitOcc, InitOccConfig
 from im2hands.models.kpts_ref import MID_MCP_HALO, KptsRef, KptsRefConfig, network_keypoints, to_network_frame
+from im2hands.models.part_decoder import NUM_BONES
 from im2hands.models.ref_occ import RefOcc, RefOccConfig
 from im2hands.train.config import TrainConfig
-from im2hands.train.losses import occupancy_mse, ref_occ_loss
+from im2hands.train.losses import nearest_part, occupancy_bce, occupancy_mse, part_bce, ref_occ_loss
 
 MODEL_KIND = {"halo": "init_occ", "init-occ": "init_occ", "ref-occ": "ref_occ", "kpts-ref": "kpts_ref"}
 """Stage -> network kind of the checkpoint format (:mod:`im2hands.models.checkpoint`)."""
@@ -52,7 +53,8 @@ def hands_of(batch: dict) -> dict[str, HandInputs]:
 
 def model_config(config: TrainConfig, init_config: InitOccConfig | None = None):
     """The network config of a run (RefOcc's frozen InitOcc config comes from the init-occ checkpoint)."""
-    enc = ImageEncoderConfig(depth=config.encoder_depth)
+    enc = ImageEncoderConfig(depth=config.encoder_depth, width=config.encoder_width,
+                             fmap_dim=config.encoder_fmap_dim)
     if config.stage in ("halo", "init-occ"):
         return InitOccConfig(official_quirks=config.official_quirks, image_encoder=enc,
                              query_image_attention=config.stage == "init-occ")
@@ -61,7 +63,15 @@ def model_config(config: TrainConfig, init_config: InitOccConfig | None = None):
             raise ValueError("init_from: the ref-occ stage needs an init-occ checkpoint (--init-from RUN/best.pt)")
         return RefOccConfig(official_quirks=config.official_quirks, image_encoder=enc,
                             init_occ=replace(init_config, official_quirks=config.official_quirks))
-    return KptsRefConfig(encoder=enc, official_quirks=config.official_quirks)
+    return KptsRefConfig(encoder=enc, official_quirks=config.official_quirks, img_dim=config.kpts_img_dim)
+
+
+def set_training_mode(model: nn.Module, config: TrainConfig, training: bool) -> None:
+    """``model.train(training)``, keeping a frozen image encoder in eval mode (its batch norm then uses and
+    keeps its running statistics, so it stays the encoder it was initialised with)."""
+    model.train(training)
+    if config.freeze_encoder and config.stage in ("ref-occ", "kpts-ref"):
+        model.image_encoder.eval()
 
 
 def build_network(config: TrainConfig, net_config) -> nn.Module:
@@ -72,11 +82,21 @@ def build_network(config: TrainConfig, net_config) -> nn.Module:
             for name in ("image_encoder", "image_final_layer", "left_pt_embeddings", "right_pt_embeddings",
                          "img_ex_left", "img_ex_right"):
                 getattr(model, name).requires_grad_(False)
+            if config.coord_init_scale != 1.0:
+                with torch.no_grad():
+                    for decoder in (model.left_decoder, model.right_decoder):
+                        for b in range(NUM_BONES):
+                            getattr(decoder, f"lin{b}_0").weight[:, :3] *= config.coord_init_scale
         return model
     if config.stage == "ref-occ":
-        return RefOcc(net_config)
+        model = RefOcc(net_config)
+        if config.freeze_encoder:
+            model.image_encoder.requires_grad_(False)
+        return model
     model = KptsRef(net_config)
     model.img_final_layer.requires_grad_(False)   # unused, as officially
+    if config.freeze_encoder:
+        model.image_encoder.requires_grad_(False)
     return model
 
 
@@ -92,13 +112,32 @@ class LossParts:
 
 
 def init_occ_loss(model: InitOcc, batch: dict, config: TrainConfig, world_size: int) -> LossParts:
-    """Official InitOcc loss: MSE(occ_L, gt_L) + MSE(occ_R, gt_R) on probabilities."""
+    """InitOcc loss, summed over the two hands: the official MSE(occ, gt) on probabilities (or BCE on the max
+    part logit, ``config.occupancy_loss``), plus ``config.part_loss_weight`` times the per-part BCE."""
     enc = model.encode(batch["image"], camera_of(batch))
     hands = hands_of(batch)
-    mse = {s: occupancy_mse(model.decode(enc, hands[s], batch[s]["points"], s).occupancy, batch[s]["occupancy"],
-                            f"{s} occupancy") for s in SIDES}
-    total = mse["left"] + mse["right"]
-    return LossParts(total=total, parts={"mse_left": mse["left"], "mse_right": mse["right"]})
+    parts: dict[str, Tensor] = {}
+    total = 0.0
+    for s in SIDES:
+        labels = batch[s]["occupancy"]
+        out = model.decode(enc, hands[s], batch[s]["points"], s)
+        if config.occupancy_loss == "bce":
+            occ = occupancy_bce(out.part_logits, labels)
+            parts[f"bce_{s}"] = occ
+        else:
+            occ = occupancy_mse(out.occupancy, labels, f"{s} occupancy")
+            parts[f"mse_{s}"] = occ
+        total = total + occ
+        if config.part_loss_weight > 0:
+            with torch.no_grad():
+                pts = batch[s]["points"]
+                q2c = batch[s]["query_to_cam"].to(pts.dtype)
+                cam = pts @ q2c[:, :3, :3].transpose(1, 2) + q2c[:, None, :3, 3]
+                nearest = nearest_part(cam, batch[s]["joints"])
+            pb = part_bce(out.part_logits, labels, nearest)
+            parts[f"part_bce_{s}"] = pb
+            total = total + config.part_loss_weight * pb
+    return LossParts(total=total, parts=parts)
 
 
 def ref_occ_train_loss(model: RefOcc, batch: dict, config: TrainConfig, world_size: int) -> LossParts:
@@ -128,10 +167,45 @@ def _mid_relative(x: Tensor) -> Tensor:
     return x - x[:, MID_MCP_HALO:MID_MCP_HALO + 1]
 
 
+class FeatureCache:
+    """Encoder features of a frozen image encoder, computed once per (split, sample) and kept as float16.
+
+    Valid only while the encoder does not change (``TrainConfig.freeze_encoder``); the encoder runs in eval
+    mode, so batch norm uses its running statistics and the features depend on the image alone.
+    """
+
+    def __init__(self):
+        self.store: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = {}
+
+    def features(self, encoder: nn.Module, images: Tensor, indices: Tensor, split: str) -> ImageFeatures:
+        keys = [(split, int(i)) for i in indices]
+        missing = [j for j, k in enumerate(keys) if k not in self.store]
+        if missing:
+            was_training = encoder.training
+            encoder.eval()
+            try:
+                with torch.no_grad():
+                    f = encoder(images[missing])
+            finally:
+                encoder.train(was_training)
+            for n, j in enumerate(missing):
+                self.store[keys[j]] = tuple(x[n].to("cpu", torch.float16) for x in
+                                            (f.img_fmaps[-1], f.hms_fmaps[-1], f.dp_fmaps[-1]))
+        maps = [torch.stack([self.store[k][m] for k in keys]).to(images.device, images.dtype) for m in range(3)]
+        return ImageFeatures(img_fmaps=(maps[0],), hms_fmaps=(maps[1],), dp_fmaps=(maps[2],), hms=None, mask=None, dp=None)
+
+
+def _kpts_forward(model: KptsRef, batch: dict, config: TrainConfig, in_l: Tensor, in_r: Tensor, split: str):
+    if not config.freeze_encoder:
+        return model(batch["image"], in_l, in_r)
+    cache = model.__dict__.setdefault("_feature_cache", FeatureCache())
+    return model.refine(cache.features(model.image_encoder, batch["image"], batch["index"], split), in_l, in_r)
+
+
 def kpts_ref_loss(model: KptsRef, batch: dict, config: TrainConfig, world_size: int) -> LossParts:
     """Official KptsRef loss: MSE of middle-MCP-relative keypoints (mm), summed over the two hands."""
     in_l, in_r, gt_l, gt_r = kpts_inputs(batch)
-    out = model(batch["image"], in_l, in_r)
+    out = _kpts_forward(model, batch, config, in_l, in_r, "train")
     mse_l = torch.mean((_mid_relative(out.left) - _mid_relative(gt_l)) ** 2)
     mse_r = torch.mean((_mid_relative(out.right) - _mid_relative(gt_r)) ** 2)
     return LossParts(total=mse_l + mse_r, parts={"mse_left_mm2": mse_l, "mse_right_mm2": mse_r})
@@ -177,7 +251,7 @@ def validate_occupancy(model: nn.Module, batch: dict, config: TrainConfig, ancho
 def validate_keypoints(model: KptsRef, batch: dict, config: TrainConfig, anchors: bool) -> dict[str, Tensor]:
     """Per-sample mean joint error (mm, middle-MCP-relative) of the refined and of the input keypoints."""
     in_l, in_r, gt_l, gt_r = kpts_inputs(batch)
-    out = model(batch["image"], in_l, in_r)
+    out = _kpts_forward(model, batch, config, in_l, in_r, "val")
 
     def err(p: Tensor, g: Tensor) -> Tensor:
         return (_mid_relative(p) - _mid_relative(g)).norm(dim=-1).mean(-1).double()

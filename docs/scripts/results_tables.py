@@ -1,0 +1,87 @@
+"""Markdown tables of docs/RESULTS.md from `im2hands evaluate` runs over several test splits.
+
+Layout read: ``ROOT/<model>_<keypoints>_s<seed>/evaluation.json`` with model ``halo`` (an InitOcc checkpoint
+without the query-image attention: stage ``initial``) or ``full`` (RefOcc + KptsRef: stage ``initial`` is the
+InitOcc inside RefOcc, stage ``refined`` the full model), keypoints ``gt`` or ``noisy``.
+
+Each figure is the mean over the test splits (seeds) of the per-split mean over samples, ± the standard
+deviation over the splits (the spread the paper's ordering must beat).
+
+    python docs/scripts/results_tables.py ROOT > tables.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+METHODS = (("HALO (keypoints only)", "halo", "initial"), ("InitOcc (HALO + image)", "full", "initial"),
+           ("Im2Hands (InitOcc + RefOcc)", "full", "refined"))
+HAND_METRICS = (("IoU %", "iou", 100.0), ("Chamfer-L1 mm", "chamfer_l1_mm", 1.0), ("MPJPE mm", "mpjpe_mm", 1.0))
+PAIR_METRICS = (("penetration mm³", "penetration_volume_mm3", 1.0), ("pen. depth mm", "penetration_depth_mm", 1.0))
+
+
+def _runs(root: Path, model: str, keypoints: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.glob(f"{model}_{keypoints}_s*/evaluation.json"))]
+
+
+def _figure(report: dict, key: str, pair: bool) -> float:
+    rows = report["pair" if pair else "hands"]
+    return next(r["mean"] for r in rows if r["metric"] == key)
+
+
+def _cell(values: list[float], scale: float) -> str:
+    v = np.asarray(values) * scale
+    digits = 1 if abs(v.mean()) >= 10 else 2
+    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+
+def table(root: Path, keypoints: str) -> str:
+    head = [name for name, _, _ in HAND_METRICS + PAIR_METRICS]
+    lines = ["| method | " + " | ".join(head) + " | samples × splits |", "|---" * (len(head) + 2) + "|"]
+    for label, model, stage in METHODS:
+        runs = _runs(root, model, keypoints)
+        if not runs:
+            continue
+        cells = []
+        for _, key, scale in HAND_METRICS:
+            cells.append(_cell([_figure(r["reports"][stage], key, False) for r in runs], scale))
+        for _, key, scale in PAIR_METRICS:
+            cells.append(_cell([_figure(r["reports"][stage], key, True) for r in runs], scale))
+        failed = sum(r["reports"][stage]["failed"] for r in runs)
+        n = f"{runs[0]['samples']} × {len(runs)}" + (f" ({failed} failed)" if failed else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
+    return "\n".join(lines)
+
+
+def keypoint_table(root: Path) -> str:
+    runs = _runs(root, "full", "noisy")
+    if not runs:
+        return ""
+    lines = ["| keypoints | MPJPE mm (middle-MCP root, scaled) | MPJPE mm (wrist root) |", "|---|---|---|"]
+    for label, which in (("noisy input", "input"), ("refined (KptsRef)", "used")):
+        k = [r["keypoints_mpjpe_mm"][which] for r in runs]
+        m = [(x["right_mpjpe_mm"] + x["left_mpjpe_mm"]) / 2 for x in k]
+        w = [(x["right_mpjpe_wrist_mm"] + x["left_mpjpe_wrist_mm"]) / 2 for x in k]
+        lines.append(f"| {label} | {_cell(m, 1.0)} | {_cell(w, 1.0)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0])
+    print("### Ground-truth keypoints\n")
+    print(table(root, "gt"))
+    print("\n### Noisy keypoints (+ keypoint refinement)\n")
+    print(table(root, "noisy"))
+    kp = keypoint_table(root)
+    if kp:
+        print("\n### Keypoint refinement\n")
+        print(kp)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
