@@ -26,10 +26,12 @@ def make_synth(out: Path, num: int = 2, split: str = "test", seed: int = 3) -> P
     return out
 
 
-def small_networks(sample: dict, seed: int = 0, *, inside: float = 0.1) -> tuple[InitOcc, RefOcc, KptsRef]:
+def small_networks(sample: dict, seed: int = 0, *, inside: float = 0.1,
+                   shared_encoder: bool = False) -> tuple[InitOcc, RefOcc, KptsRef]:
     """Random small networks (ResNet-18 encoders) for `sample`. Random decoders give fields that barely vary
     (inside everywhere or nowhere), so their output biases are shifted until a share `inside` of the box is
-    inside for each hand and stage: each field then has a surface to extract."""
+    inside for each hand and stage: each field then has a surface to extract. With `shared_encoder`, RefOcc's
+    and KptsRef's image encoders are copies of InitOcc's (as in trained checkpoints)."""
     from im2hands.api import Im2Hands
     from im2hands.data.dataset import normalise_image
     from im2hands.hand.camera import Camera
@@ -39,6 +41,9 @@ def small_networks(sample: dict, seed: int = 0, *, inside: float = 0.1) -> tuple
     init = InitOcc(ic).eval()
     ref = RefOcc(RefOccConfig(image_encoder=SMALL_ENCODER, init_occ=ic)).eval()
     kpts = KptsRef(KptsRefConfig(encoder=SMALL_ENCODER)).eval()
+    if shared_encoder:
+        ref.image_encoder.load_state_dict(init.image_encoder.state_dict())
+        kpts.image_encoder.load_state_dict(init.image_encoder.state_dict())
     hands = Im2Hands(init_occ=init)._hand_inputs({s: np.asarray(sample[f"{s}_joints"], np.float64)
                                                   for s in ("right", "left")})
     cam = Camera(K=torch.tensor(np.asarray(sample["camera_K"]), dtype=torch.float32)[None], R=torch.eye(3)[None],
@@ -127,3 +132,30 @@ class OracleRefOcc(RefOcc):
 def sample_meshes(sample: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {s: (np.asarray(sample[f"{s}_vertices"], np.float64), np.asarray(sample[f"{s}_faces"], np.int64))
             for s in ("right", "left")}
+
+
+def demo_sample(folder: Path) -> dict:
+    """A shipped demo sample (``src/im2hands/assets/demo/<name>``) as the keys :func:`small_networks` reads:
+    ``image``, ``camera_K`` and each hand's ``joints`` (the sample's input keypoints)."""
+    from PIL import Image
+
+    from im2hands.api import load_camera_json, load_keypoints_json, parse_keypoints
+
+    kp, order = load_keypoints_json(folder / "keypoints.json")
+    joints = parse_keypoints(kp, order)
+    return {"image": np.array(Image.open(folder / "image.png").convert("RGB")),
+            "camera_K": load_camera_json(folder / "camera.json")["K"],
+            **{f"{s}_joints": joints[s] for s in ("right", "left")}}
+
+
+def small_checkpoints(folder: Path, sample: dict, seed: int = 0) -> dict[str, Path]:
+    """:func:`small_networks` for `sample` (one image encoder shared as in trained checkpoints) saved as
+    ``folder/ref_occ.pt`` (with its InitOcc) and ``folder/kpts_ref.pt``: a stand-in for trained checkpoints."""
+    from im2hands.models.checkpoint import save_checkpoint
+
+    _, ref, kpts = small_networks(sample, seed, shared_encoder=True)
+    paths = {}
+    for kind, net in (("ref_occ", ref), ("kpts_ref", kpts)):
+        paths[kind] = folder / f"{kind}.pt"
+        save_checkpoint(paths[kind], model=kind, config=net.config, state_dict=net.state_dict())
+    return paths

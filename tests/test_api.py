@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from im2hands.api import Im2Hands, load_camera_json, load_keypoints_json, parse_keypoints, save_reconstruction
+from im2hands.api import (Im2Hands, load_camera_json, load_keypoints_json, parse_keypoints, save_camera_json,
+                          save_keypoints_json, save_reconstruction)
 from im2hands.data import read_sample
 from im2hands.data.crop import Crop
 from im2hands.eval.metrics import chamfer, iou
@@ -213,6 +214,24 @@ def test_json_inputs(tmp_path, sample):
     (tmp_path / "badcam.json").write_text(json.dumps({"K": [[1, 0], [0, 1]]}))
     with pytest.raises(ValueError, match=r"badcam.json: camera.K: expected shape \(3, 3\)"):
         load_camera_json(tmp_path / "badcam.json")
+
+
+def test_json_writers_round_trip(tmp_path, sample):
+    j = _joints(sample)
+    save_keypoints_json(tmp_path / "kp.json", j)
+    kp, order = load_keypoints_json(tmp_path / "kp.json")
+    assert order == "internal"
+    for side in ("right", "left"):
+        np.testing.assert_array_equal(kp[side], j[side])
+    R = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    save_camera_json(tmp_path / "cam.json", {"K": sample["camera_K"], "R": R, "T": [0.1, 0, 0.2]})
+    cam = load_camera_json(tmp_path / "cam.json")
+    np.testing.assert_array_equal(cam["K"], sample["camera_K"])
+    np.testing.assert_array_equal(cam["R"], R)
+    np.testing.assert_array_equal(cam["T"], [0.1, 0, 0.2])
+    with pytest.raises(ValueError, match="missing hand"):
+        save_keypoints_json(tmp_path / "one.json", {"right": j["right"]})
+    assert not (tmp_path / "one.json").exists()
 
 
 def test_errors_name_the_problem(sample):

@@ -16,12 +16,46 @@ import torch  # noqa: E402
 import trimesh  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from im2hands.demo import SKIN, SKIN_2, HandAngles, look_at, mirror_pose, render_meshes, right_pose_from_angles  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
 from im2hands.hand import openhand as oh  # noqa: E402
 from im2hands.hand import openhand_build as ohb  # noqa: E402
+from im2hands.hand.camera import look_at  # noqa: E402
 from im2hands.hand.mano import ManoLayer  # noqa: E402
+from im2hands.viz.render import opengl_pose, render_meshes  # noqa: E402
 
 TILE = 320
+SKIN = (0.86, 0.66, 0.55)
+SKIN_2 = (0.62, 0.72, 0.86)
+
+
+@dataclass(frozen=True)
+class HandAngles:
+    """Anatomical angles (degrees) of a simple symmetric hand pose, see ``openhand.pose_from_angles``."""
+
+    finger_flex: tuple[float, float, float]
+    """Flexion of the MCP, PIP and DIP joints of index-pinky."""
+    thumb: tuple[float, float, float, float, float]
+    """Thumb CMC flexion, MCP flexion, IP flexion, CMC palmar abduction, CMC twist."""
+
+
+def right_pose_from_angles(a: HandAngles) -> np.ndarray:
+    """(45,) right-hand axis-angle pose of the open hand model from :class:`HandAngles`, radians."""
+    skel = oh.rest_skeleton()
+    flex, abd, twist = np.zeros(15), np.zeros(15), np.zeros(15)
+    for finger in ("index", "middle", "ring", "pinky"):
+        flex[[j - 1 for j in oh.FINGER_CHAINS[finger]]] = np.deg2rad(a.finger_flex)
+    t = [j - 1 for j in oh.FINGER_CHAINS["thumb"]]
+    flex[t] = np.deg2rad(a.thumb[:3])
+    abd[t[0]] = np.deg2rad(a.thumb[3])
+    twist[t[0]] = np.deg2rad(a.thumb[4])
+    return oh.pose_from_angles(skel, flex[None], abd[None], twist[None])[0]
+
+
+def mirror_pose(pose: np.ndarray) -> np.ndarray:
+    """Mirror axis-angle poses (..., 3k) between right and left hands: (x, y, z) -> (x, -y, -z)."""
+    pose = np.asarray(pose)
+    return (pose.reshape(*pose.shape[:-1], -1, 3) * np.array([1.0, -1.0, -1.0])).reshape(pose.shape)
 
 
 def _mesh(layer: ManoLayer, pose=None, betas=None) -> trimesh.Trimesh:
@@ -34,7 +68,7 @@ def _mesh(layer: ManoLayer, pose=None, betas=None) -> trimesh.Trimesh:
 def _view(mesh: trimesh.Trimesh, direction, up, color=SKIN, dist=0.42) -> np.ndarray:
     c = mesh.bounds.mean(0)
     d = np.asarray(direction, float)
-    return render_meshes([mesh], [color], look_at(c + dist * d / np.linalg.norm(d), c, up), size=TILE)
+    return render_meshes([mesh], [color], opengl_pose(*look_at(c + dist * d / np.linalg.norm(d), c, up)), size=TILE)
 
 
 def main() -> None:

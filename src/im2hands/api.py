@@ -34,7 +34,8 @@ from im2hands.hand.canonical import canonicalise
 from im2hands.hand.frames import world_to_query_matrix
 from im2hands.hand.skeleton import SIDES, Side
 from im2hands.mesh import Extraction, Lattice, extract_meshes, extract_meshes_seeded, mesh_to_camera, sample_anchors
-from im2hands.models.checkpoint import load_checkpoint, build_model
+from im2hands.models.bundle import SHIPPED_BUNDLE, read_networks
+from im2hands.models.checkpoint import build_model, check_state_dict, expected_shapes
 from im2hands.models.init_occ import HandInputs, InitOcc
 from im2hands.models.kpts_ref import KptsRef, network_keypoints, network_to_camera
 from im2hands.models.ref_occ import RefOcc
@@ -218,6 +219,36 @@ def load_camera_json(path: str | Path) -> dict[str, np.ndarray]:
     return cam
 
 
+def save_keypoints_json(path: str | Path, keypoints) -> None:
+    """Write both hands' keypoints in the file format :func:`load_keypoints_json` reads (``"order":
+    "internal"``, metres), atomically.
+
+    Args:
+        path: the file to write.
+        keypoints: both hands' (21, 3) keypoints, metres, internal order (anything :func:`parse_keypoints`
+            takes in that order).
+    """
+    import json
+
+    from im2hands._io import atomic_write
+
+    hands = parse_keypoints(keypoints)
+    text = json.dumps({"order": "internal", "units": "m", **{s: hands[s].tolist() for s in SIDES}})
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def save_camera_json(path: str | Path, camera) -> None:
+    """Write a camera (see :func:`parse_camera`) in the file format :func:`load_camera_json` reads: ``K``,
+    ``R``, ``T``, atomically."""
+    import json
+
+    from im2hands._io import atomic_write
+
+    K, R, T = parse_camera(camera)
+    text = json.dumps({"K": K.tolist(), "R": R.tolist(), "T": T.tolist()})
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
 def save_reconstruction(result: Reconstruction, out: str | Path, *, mesh_format: str = "ply") -> list[Path]:
     """Write ``<stage>_<side>.<mesh_format>`` per stage and hand and ``result.json`` (keypoints, timings,
     evaluation counts) into `out`; every file atomically. Returns the paths written."""
@@ -287,8 +318,9 @@ class Im2Hands:
         """Load our checkpoints (and converted official ones; ``official_quirks`` follows each checkpoint).
 
         Args:
-            paths: checkpoint files, or folders whose ``*.ckpt`` / ``*.pt`` files are checkpoints; each is an
-                ``init_occ``, ``ref_occ`` or ``kpts_ref`` network (at most one of each).
+            paths: checkpoint or bundle files (:mod:`im2hands.models.bundle`), or folders whose ``*.ckpt`` /
+                ``*.pt`` files are such files; together they give ``init_occ``, ``ref_occ`` and ``kpts_ref``
+                networks, at most one of each.
             device: where to run (default: CUDA if available, else the CPU).
         """
         if not paths:
@@ -306,16 +338,28 @@ class Im2Hands:
                 raise FileNotFoundError(f"checkpoint not found: {p}")
         nets: dict[str, torch.nn.Module] = {}
         for f in files:
-            ckpt = load_checkpoint(f)
-            if ckpt.kind in nets:
-                raise ValueError(f"{f}: a second {ckpt.kind} checkpoint (first from another file); give one of each")
-            model = build_model(ckpt.kind, ckpt.config)
-            model.load_state_dict(ckpt.state_dict)
-            nets[ckpt.kind] = model
+            for kind, ckpt in read_networks(f).items():
+                if kind in nets:
+                    raise ValueError(f"{f}: a second {kind} network (the first from another file); give one of each")
+                model = build_model(kind, ckpt.config)
+                check_state_dict(ckpt.state_dict, expected_shapes(model), f"{f} ({kind})")
+                model.load_state_dict(ckpt.state_dict)
+                nets[kind] = model
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return cls(init_occ=nets.get("init_occ"), ref_occ=nets.get("ref_occ"), kpts_ref=nets.get("kpts_ref"),
                    device=device, lattice=lattice, seed=seed)
+
+    @classmethod
+    def pretrained(cls, device: torch.device | str | None = None, *, lattice: Lattice = Lattice(),
+                   seed: int = 0) -> Im2Hands:
+        """The model shipped with the package (:data:`~im2hands.models.bundle.SHIPPED_BUNDLE`: InitOcc, RefOcc
+        and KptsRef of the ``compact`` preset, ``docs/RECONSTRUCT.md``); arguments as :meth:`from_checkpoint`."""
+        if not SHIPPED_BUNDLE.is_file():
+            raise FileNotFoundError(
+                f"the shipped model {SHIPPED_BUNDLE} is not in this installation; build it from trained checkpoints "
+                "with docs/scripts/ship_model.py, or load checkpoints with Im2Hands.from_checkpoint(...)")
+        return cls.from_checkpoint(SHIPPED_BUNDLE, device=device, lattice=lattice, seed=seed)
 
     # --------------------------------------------------------------------------------------------- helpers
     def _tensor(self, x, dtype=torch.float32) -> Tensor:

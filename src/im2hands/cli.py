@@ -62,16 +62,50 @@ def _run_check_official(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="run the demo on the shipped defaults")
+    p = sub.add_parser(
+        "demo",
+        help="the shipped model on the shipped samples (or on your image): meshes, pictures, metrics",
+        description="Reconstruct both hands with the shipped model (Im2Hands.pretrained(): KptsRef -> InitOcc -> "
+                    "RefOcc) on the shipped samples (a clasp, a cross, a touch) and write into OUT/<sample>/ the "
+                    "meshes of each stage (.ply), overlay.png, figure.png (input | initial | refined | ground "
+                    "truth), metrics.json and viewer.html. With --image, --keypoints and --camera, the same on "
+                    "your input (no ground truth: no metrics) into OUT/<image name>/. docs/RECONSTRUCT.md.",
+    )
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
+    p.add_argument("--image", type=Path, default=None, help="your image (any size; RGB); with --keypoints, --camera")
+    p.add_argument("--keypoints", type=Path, default=None, help="keypoints JSON of both hands (docs/RECONSTRUCT.md)")
+    p.add_argument("--camera", type=Path, default=None, help="camera JSON: K of the image, optional R and T")
+    p.add_argument("--model", type=Path, nargs="+", default=None, metavar="PATH",
+                   help="checkpoint or bundle files/folders to use instead of the shipped model")
+    p.add_argument("--resolution", type=_positive, default=32,
+                   help="start resolution of the extraction lattice (default 32)")
+    p.add_argument("--upsampling-steps", type=_count, default=3,
+                   help="upsampling steps of the extraction lattice (default 3: 257^3)")
+    p.add_argument("--metric-points", type=_positive, default=100_000,
+                   help="points of each metric (IoU, Chamfer, penetration; default 100000)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args) -> int:
-    from im2hands.demo import run_demo
+    from im2hands.demo import load_input, run_demo
+    from im2hands.eval.metrics import EvalConfig
+    from im2hands.mesh import Lattice
 
-    run_demo(args.out)
-    return 0
+    given = {flag: v for flag, v in (("--image", args.image), ("--keypoints", args.keypoints),
+                                     ("--camera", args.camera)) if v is not None}
+    inputs = None
+    if given:
+        missing = [f for f in ("--image", "--keypoints", "--camera") if f not in given]
+        if missing:
+            raise ValueError(f"{', '.join(given)} needs {' and '.join(missing)} too (or none of them for the "
+                             "shipped samples)")
+        inputs = [load_input(args.image, args.keypoints, args.camera)]
+    n = args.metric_points
+    run = run_demo(args.out, inputs=inputs, model=args.model, device=args.device,
+                   lattice=Lattice(args.resolution, args.upsampling_steps),
+                   metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n))
+    return 1 if run.failures else 0
 
 
 def _add_convert_official(sub) -> None:
