@@ -188,7 +188,10 @@ def _compact(stage: str) -> TrainConfig:
         return replace(base, batch_size=8, points_per_hand=1024, steps=900,
                        optim=OptimConfig(lr=3e-4, step_size=400, gamma=0.5), **occ)
     if stage == "ref-occ":
+        # as officially, the bone transforms (and the anchors: `train anchors --transforms-from noisy`) come
+        # from the keypoints the model will be given, so the refinement learns to correct what they get wrong
         return replace(base, batch_size=2, points_per_hand=1024, steps=600, freeze_encoder=True,
+                       transforms_from="noisy",
                        optim=OptimConfig(lr=3e-4, weight_decay=1e-5, step_size=400, gamma=0.3))
     return replace(base, batch_size=16, steps=3000, freeze_encoder=True,
                    optim=OptimConfig(lr=1e-3, step_size=1500, gamma=0.3))
