@@ -225,3 +225,27 @@ def test_coord_init_scale_scales_only_the_coordinate_columns(data, tmp_path):
             s = getattr(getattr(scaled, side), f"lin{b}_0").weight
             torch.testing.assert_close(s[:, :3], 30.0 * a[:, :3])
             assert torch.equal(s[:, 3:], a[:, 3:])
+
+
+def test_train_samples_and_anchor_limit_use_the_first_samples(data, tmp_path, threads):
+    """--train-samples N trains on the first N samples; `train anchors --limit N` makes only theirs, and a
+    ref-occ run on those N finds every anchor it needs."""
+    from im2hands.train.anchors import AnchorsConfig, precompute_anchors
+    from im2hands.train.loop import _dataset, train
+
+    cfg = replace(preset("smoke", "ref-occ"), data=data, train_samples=3)
+    assert [f.name for f in _dataset(cfg, "train", seed=0, points=8, limit=3).files] == \
+        ["000000.npz", "000001.npz", "000002.npz"]
+    small = dict(encoder_width=16, encoder_fmap_dim=32)
+    init = train(replace(preset("smoke", "init-occ"), data=data, out=tmp_path / "init", steps=1, **small))
+    summary = precompute_anchors(AnchorsConfig(checkpoint=init.last, data=data, name="first4", limit=4,
+                                               resolution_0=8, progress=False))
+    assert summary.done == 8                                     # 4 train + 4 val
+    assert sorted(p.name for p in (data / "anchors" / "first4" / "train").glob("*.npz")) == \
+        [f"{i:06d}.npz" for i in range(4)]
+    ref = train(replace(preset("smoke", "ref-occ"), data=data, out=tmp_path / "ref", init_from=init.last,
+                        anchors_dir=data / "anchors" / "first4", train_samples=4, steps=2, **small))
+    assert ref.step == 2
+    with pytest.raises(ValueError, match="lacks the anchors"):
+        train(replace(preset("smoke", "ref-occ"), data=data, out=tmp_path / "ref2", init_from=init.last,
+                      anchors_dir=data / "anchors" / "first4", steps=1, **small))

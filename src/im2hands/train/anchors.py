@@ -56,6 +56,9 @@ class AnchorsConfig:
     """Iso-value of the InitOcc meshes (official 0.5)."""
     transforms_from: str = "gt"
     """Keypoints the bone transforms come from (must match the RefOcc run's ``transforms_from``)."""
+    limit: int = 0
+    """Only the first this many samples of each split (sorted file order); 0: all. Matches ``TrainConfig``'s
+    ``train_samples`` / ``val_samples`` when a run uses part of a split; rerun with a larger limit to add more."""
     device: str = "cpu"
     """Torch device of the network."""
     progress: bool = True
@@ -153,7 +156,8 @@ def precompute_anchors(config: AnchorsConfig) -> AnchorsSummary:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".*.tmp"):
             stale.unlink()
-        for i, f in enumerate(ds.files):
+        files = ds.files[:config.limit] if config.limit else ds.files
+        for i, f in enumerate(files):
             target = folder / f"{f.stem}.npz"
             if target.is_file():
                 cached += 1

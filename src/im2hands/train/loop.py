@@ -198,9 +198,12 @@ def _anchors_folder(config: TrainConfig, split: str) -> Path | None:
     return folder
 
 
-def _dataset(config: TrainConfig, split: str, *, seed: int | None, points: int) -> HandsDataset:
-    return HandsDataset(config.data, split, points_per_hand=points, anchors_per_hand=512,
-                        transforms_from=config.transforms_from, seed=seed)
+def _dataset(config: TrainConfig, split: str, *, seed: int | None, points: int, limit: int = 0) -> HandsDataset:
+    ds = HandsDataset(config.data, split, points_per_hand=points, anchors_per_hand=512,
+                      transforms_from=config.transforms_from, seed=seed)
+    if limit:
+        ds.files = ds.files[:limit]
+    return ds
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -267,9 +270,10 @@ def train(config: TrainConfig) -> TrainResult:
     last_path, best_path = out / "last.pt", out / "best.pt"
 
     # ---- data (errors name the folder before anything is written)
-    train_items = TrainItems(_dataset(config, config.train_split, seed=None, points=config.points_per_hand), _anchors_folder(config, config.train_split))
-    val_items = TrainItems(_dataset(config, config.val_split, seed=config.seed, points=config.val_points),
-                               _anchors_folder(config, config.val_split))
+    train_items = TrainItems(_dataset(config, config.train_split, seed=None, points=config.points_per_hand,
+                                      limit=config.train_samples), _anchors_folder(config, config.train_split))
+    val_items = TrainItems(_dataset(config, config.val_split, seed=config.seed, points=config.val_points,
+                                    limit=config.val_samples), _anchors_folder(config, config.val_split))
 
     # ---- network, optimiser, state
     torch.manual_seed(config.seed)
