@@ -1,8 +1,9 @@
 """Markdown tables of docs/RESULTS.md from `im2hands evaluate` runs over several test splits.
 
 Layout read: ``ROOT/<model>_<keypoints>_s<seed>/evaluation.json`` with model ``halo`` (an InitOcc checkpoint
-without the query-image attention: stage ``initial``) or ``full`` (RefOcc + KptsRef: stage ``initial`` is the
-InitOcc inside RefOcc, stage ``refined`` the full model), keypoints ``gt`` or ``noisy``.
+without the query-image attention: stage ``initial``), ``init`` (InitOcc: stage ``initial``) or ``full``
+(RefOcc, whose frozen InitOcc gives the initial meshes: stage ``refined``), keypoints ``gt`` or ``noisy``
+(with noisy keypoints every model also loads KptsRef, so all read the same refined keypoints).
 
 Each figure is the mean over the test splits (seeds) of the per-split mean over samples, ± the standard
 deviation over the splits (the spread the paper's ordering must beat).
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = (("HALO (keypoints only)", "halo", "initial"), ("InitOcc (HALO + image)", "full", "initial"),
+METHODS = (("HALO (keypoints only)", "halo", "initial"), ("InitOcc (HALO + image)", "init", "initial"),
            ("Im2Hands (InitOcc + RefOcc)", "full", "refined"))
 HAND_METRICS = (("IoU %", "iou", 100.0), ("Chamfer-L1 mm", "chamfer_l1_mm", 1.0), ("MPJPE mm", "mpjpe_mm", 1.0))
 PAIR_METRICS = (("penetration mm³", "penetration_volume_mm3", 1.0), ("pen. depth mm", "penetration_depth_mm", 1.0))
