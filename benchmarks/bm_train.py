@@ -63,12 +63,12 @@ def make_data(folder: Path) -> Path:
     return folder
 
 
-def init_checkpoint(folder: Path, depth: int) -> Path:
-    """A freshly initialised init-occ checkpoint (what the ref-occ stage starts from)."""
-    path = folder / f"init_occ_r{depth}.pt"
+def init_checkpoint(folder: Path, depth: int, width: int = 64, fmap_dim: int = 128) -> Path:
+    """A freshly initialised init-occ checkpoint (what the ref-occ and kpts-ref stages start from)."""
+    path = folder / f"init_occ_r{depth}_w{width}_f{fmap_dim}.pt"
     if not path.is_file():
         torch.manual_seed(0)
-        cfg = InitOccConfig(image_encoder=ImageEncoderConfig(depth=depth))
+        cfg = InitOccConfig(image_encoder=ImageEncoderConfig(depth=depth, width=width, fmap_dim=fmap_dim))
         save_checkpoint(path, model="init_occ", config=cfg, state_dict=InitOcc(cfg).state_dict())
     return path
 
@@ -77,8 +77,11 @@ def stage_config(name: str, stage: str, data: Path, out: Path, work: Path, **ove
     cfg = preset(name, stage)
     extra = dict(data=data, out=out, val_samples=1, val_points=256, val_every=0, checkpoint_every=0,
                  log_every=1, progress=False)
+    init = init_checkpoint(work, cfg.encoder_depth, cfg.encoder_width, cfg.encoder_fmap_dim)
     if stage == "ref-occ":
-        extra |= dict(anchors="gt", init_from=init_checkpoint(work, cfg.encoder_depth))
+        extra |= dict(anchors="gt", init_from=init)
+    if stage == "kpts-ref" and cfg.freeze_encoder:
+        extra |= dict(init_from=init)
     return dataclasses.replace(cfg, **(extra | over))
 
 
