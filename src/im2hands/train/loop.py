@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from im2hands.data.dataset import HandsDataset
-from im2hands.models.checkpoint import (Checkpoint, check_state_dict, config_from_dict, config_to_dict,
+from im2hands.models.checkpoint import (Checkpoint, check_state_dict, config_from_dict,
                                         expected_shapes, load_checkpoint, save_checkpoint)
 from im2hands.models.init_occ import InitOccConfig
 from im2hands.models.part_decoder import HIDDEN
