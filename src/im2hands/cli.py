@@ -77,12 +77,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--camera", type=Path, default=None, help="camera JSON: K of the image, optional R and T")
     p.add_argument("--model", type=Path, nargs="+", default=None, metavar="PATH",
                    help="checkpoint or bundle files/folders to use instead of the shipped model")
-    p.add_argument("--resolution", type=_positive, default=32,
-                   help="start resolution of the extraction lattice (default 32)")
-    p.add_argument("--upsampling-steps", type=_count, default=3,
-                   help="upsampling steps of the extraction lattice (default 3: 257^3)")
-    p.add_argument("--metric-points", type=_positive, default=100_000,
-                   help="points of each metric (IoU, Chamfer, penetration; default 100000)")
+    _add_lattice_arguments(p)
+    _add_metric_points_argument(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(run=_run_demo)
 
@@ -177,6 +173,19 @@ def _add_synth(sub) -> None:
     p.set_defaults(run=_run_synth)
 
 
+def _add_lattice_arguments(p) -> None:
+    """--resolution and --upsampling-steps: the extraction lattice (``im2hands.mesh.Lattice``)."""
+    p.add_argument("--resolution", type=_positive, default=32,
+                   help="start resolution of the extraction lattice (default 32)")
+    p.add_argument("--upsampling-steps", type=_count, default=3,
+                   help="upsampling steps of the extraction lattice (default 3: 257^3)")
+
+
+def _add_metric_points_argument(p) -> None:
+    p.add_argument("--metric-points", type=_positive, default=100_000,
+                   help="points of each metric (IoU, Chamfer, penetration; default 100000)")
+
+
 def _count(text: str) -> int:
     """argparse type: an integer >= 0 (argparse names the flag in its error)."""
     try:
@@ -249,8 +258,7 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--stages", nargs="+", default=["initial", "refined"], choices=("initial", "refined"))
     p.add_argument("--refine-keypoints", choices=("auto", "yes", "no"), default="auto",
                    help="run the keypoint refinement first (auto: when a kpts_ref checkpoint is given)")
-    p.add_argument("--resolution", type=_positive, default=32, help="start resolution of the extraction (default 32)")
-    p.add_argument("--upsampling-steps", type=_count, default=3, help="upsampling steps (default 3: 257^3)")
+    _add_lattice_arguments(p)
     p.add_argument("--format", choices=("ply", "obj"), default="ply", help="mesh file format (default ply)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-pictures", action="store_true",
@@ -358,10 +366,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--workers", type=_positive, default=1, help="processes (default 1)")
     p.add_argument("--threads", type=_positive, default=None,
                    help="torch threads per process (default: all cores); results do not depend on --workers")
-    p.add_argument("--resolution", type=_positive, default=32)
-    p.add_argument("--upsampling-steps", type=_count, default=3)
-    p.add_argument("--metric-points", type=_positive, default=100_000,
-                   help="points per metric (IoU, Chamfer, penetration; default 100000)")
+    _add_lattice_arguments(p)
+    _add_metric_points_argument(p)
     p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_run_evaluate)

@@ -34,8 +34,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from im2hands.eval.metrics import (EvalConfig, HandGeometry, Mesh, SampleMetrics, TwoHands, as_mesh, evaluate_sample,
-                                   mpjpe)
+from im2hands.eval.metrics import (EvalConfig, HandGeometry, Mesh, SampleMetrics, TwoHands, as_mesh, evaluate_sample)
+from im2hands.eval.metrics import keypoint_errors as metric_keypoint_errors
 from im2hands.mesh.lattice import Lattice
 
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
@@ -213,12 +213,9 @@ def figure(rec, ground_truth: TwoHands | None) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------- metrics
 def keypoint_errors(joints: dict[str, np.ndarray], gt: TwoHands) -> dict[str, float]:
-    """MPJPE (mm) of both hands' keypoints, IntagHand protocol and wrist-rooted (``docs/EVALUATION.md``)."""
-    out = {}
-    for side in SIDES:
-        g = getattr(gt, side).joints
-        out[f"{side}_mpjpe_mm"] = float(mpjpe(np.asarray(joints[side]), g, protocol="intaghand"))
-        out[f"{side}_mpjpe_wrist_mm"] = float(mpjpe(np.asarray(joints[side]), g, protocol="wrist"))
+    """MPJPE (mm) of both hands' keypoints, IntagHand protocol and wrist-rooted (``docs/EVALUATION.md``;
+    :func:`im2hands.eval.metrics.keypoint_errors`), plus the hands' mean of the IntagHand figure."""
+    out = metric_keypoint_errors(joints, gt)
     out["mean_mpjpe_mm"] = 0.5 * (out["right_mpjpe_mm"] + out["left_mpjpe_mm"])
     return out
 

@@ -273,6 +273,20 @@ def test_mpjpe_one_joint_moved():
     assert mpjpe(pred, gt, protocol="wrist") == pytest.approx(1.0)  # 21 mm / 21 joints
 
 
+def test_keypoint_errors_of_both_hands_under_both_protocols():
+    from im2hands.eval.metrics import keypoint_errors
+
+    j = skeleton()
+    gt = TwoHands(right=HandGeometry(cube(0.02), j), left=HandGeometry(cube(0.02), j + 0.01))
+    moved = j.copy()
+    moved[8] += [0.0, 0.021, 0.0]                                 # index tip 21 mm off
+    got = keypoint_errors({"right": 1.3 * j, "left": moved + 0.01}, gt)
+    assert set(got) == {"right_mpjpe_mm", "right_mpjpe_wrist_mm", "left_mpjpe_mm", "left_mpjpe_wrist_mm"}
+    assert got["right_mpjpe_mm"] == pytest.approx(0.0, abs=1e-9)   # scaled about the origin: removed
+    assert got["right_mpjpe_wrist_mm"] == pytest.approx(mpjpe(1.3 * j, j, protocol="wrist"), rel=1e-12)
+    assert got["left_mpjpe_wrist_mm"] == pytest.approx(1.0)         # 21 mm / 21 joints
+
+
 @pytest.mark.parametrize("protocol", ["intaghand", "wrist"])
 def test_mpjpe_batched_matches_slow_reference(protocol):
     rng = np.random.default_rng(5)

@@ -25,7 +25,8 @@ __all__ = [
     "Mesh", "HandGeometry", "TwoHands", "EvalConfig",
     "IoUResult", "ChamferResult", "PenetrationResult",
     "HandMetrics", "PairMetrics", "SampleMetrics",
-    "as_mesh", "mesh_contains", "sample_surface", "iou", "iou_at_points", "chamfer", "mpjpe", "penetration",
+    "as_mesh", "mesh_contains", "sample_surface", "iou", "iou_at_points", "chamfer", "mpjpe", "keypoint_errors",
+    "penetration",
     "evaluate_hand", "evaluate_sample", "gt_from_sample",
     "ROOT_JOINT", "WRIST_JOINT",
 ]
@@ -361,6 +362,22 @@ def mpjpe(joints_pred: np.ndarray, joints_gt: np.ndarray, *,
     else:
         raise ValueError(f"protocol: expected 'intaghand' or 'wrist', got {protocol!r}")
     return np.linalg.norm(jp - jg, axis=-1).mean(axis=-1) * M_TO_MM
+
+
+def keypoint_errors(joints: Mapping[str, np.ndarray], gt: TwoHands) -> dict[str, float]:
+    """Both hands' keypoint MPJPE (mm) under both protocols of :func:`mpjpe`: ``{side}_mpjpe_mm``
+    (IntagHand) and ``{side}_mpjpe_wrist_mm``, for ``right`` and ``left``.
+
+    Args:
+        joints: {"right", "left"}: (21, 3) keypoints, internal order, camera frame, metres.
+        gt: the ground truth (its hands' ``joints``).
+    """
+    out = {}
+    for side in ("right", "left"):
+        g = getattr(gt, side).joints
+        out[f"{side}_mpjpe_mm"] = float(mpjpe(np.asarray(joints[side]), g, protocol="intaghand"))
+        out[f"{side}_mpjpe_wrist_mm"] = float(mpjpe(np.asarray(joints[side]), g, protocol="wrist"))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

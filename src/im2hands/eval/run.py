@@ -22,7 +22,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from im2hands.eval.metrics import EvalConfig, HandGeometry, Mesh, TwoHands, evaluate_sample, gt_from_sample, mpjpe
+from im2hands.eval.metrics import (EvalConfig, HandGeometry, Mesh, TwoHands, evaluate_sample, gt_from_sample,
+                                   keypoint_errors)
 from im2hands.eval.report import aggregate, report_to_json, report_to_markdown, write_report
 
 KEYPOINT_SOURCES = {"gt": "joints", "noisy": "noisy_joints", "predicted": "noisy_joints"}
@@ -130,7 +131,7 @@ def _evaluate_one(path: str) -> dict:
         gt = gt_from_sample(s)
         index = int(s["index"]) if "index" in s else 0
         out = {"name": name, "stages": {}, "timings": rec.timings,
-               "keypoints": {"input": _kp_errors(joints_in, gt), "used": _kp_errors(rec.keypoints, gt)}}
+               "keypoints": {"input": keypoint_errors(joints_in, gt), "used": keypoint_errors(rec.keypoints, gt)}}
         for stage, res in rec.stages.items():
             pred = TwoHands(right=HandGeometry(Mesh(res.right.vertices, res.right.faces), rec.keypoints["right"]),
                             left=HandGeometry(Mesh(res.left.vertices, res.left.faces), rec.keypoints["left"]))
@@ -140,15 +141,6 @@ def _evaluate_one(path: str) -> dict:
         return out
     except Exception as e:  # noqa: BLE001 -- a failed sample is reported and counted
         return {"name": name, "error": f"{type(e).__name__}: {e}"}
-
-
-def _kp_errors(joints: dict, gt: TwoHands) -> dict[str, float]:
-    out = {}
-    for side in ("right", "left"):
-        g = getattr(gt, side).joints
-        out[f"{side}_mpjpe_mm"] = float(mpjpe(np.asarray(joints[side]), g, protocol="intaghand"))
-        out[f"{side}_mpjpe_wrist_mm"] = float(mpjpe(np.asarray(joints[side]), g, protocol="wrist"))
-    return out
 
 
 # -------------------------------------------------------------------------------------------- the job

@@ -225,9 +225,10 @@ class _LossModule(nn.Module):
 
 
 def validate(model: nn.Module, config: TrainConfig, items: TrainItems, device: torch.device) -> dict[str, float]:
-    """The stage's validation figures over the first ``config.val_samples`` samples of the split."""
+    """The stage's validation figures over `items` (the split's first ``config.val_samples`` samples: the
+    loop builds them so)."""
     spec = STAGE_SPECS[config.stage]
-    n = len(items) if config.val_samples == 0 else min(config.val_samples, len(items))
+    n = len(items)
     was_training = model.training
     set_training_mode(model, config, False)
     per: dict[str, list] = {}
