@@ -249,3 +249,18 @@ def test_train_samples_and_anchor_limit_use_the_first_samples(data, tmp_path, th
     with pytest.raises(ValueError, match="lacks the anchors"):
         train(replace(preset("smoke", "ref-occ"), data=data, out=tmp_path / "ref2", init_from=init.last,
                       anchors_dir=data / "anchors" / "first4", steps=1, **small))
+
+
+def test_compact_recipe_fields_refuse_bad_values(tmp_path):
+    from im2hands.train.anchors import AnchorsConfig, precompute_anchors
+    from im2hands.train.config import TrainConfig
+
+    for field, value, message in (("coord_init_scale", 0.0, "coord_init_scale"),
+                                  ("part_loss_weight", -1.0, "part_loss_weight"),
+                                  ("pen_weight", float("nan"), "pen_weight"),
+                                  ("train_samples", -1, "train_samples"),
+                                  ("encoder_width", 0, "encoder_width")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**{field: value})
+    with pytest.raises(ValueError, match="limit: expected an int >= 0"):
+        precompute_anchors(AnchorsConfig(checkpoint=tmp_path / "none.pt", data=tmp_path, limit=-2))

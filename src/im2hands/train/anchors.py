@@ -127,6 +127,8 @@ def anchors_for_batch(model: InitOcc, item: dict, *, lattice: Lattice, threshold
 
 def precompute_anchors(config: AnchorsConfig) -> AnchorsSummary:
     """Run the job (resumable); see the module docstring."""
+    if not isinstance(config.limit, int) or config.limit < 0:
+        raise ValueError(f"limit: expected an int >= 0 (0: every sample), got {config.limit!r}")
     device = torch.device(config.device)
     model = load_model(config.checkpoint, map_location=device)
     if not isinstance(model, InitOcc):

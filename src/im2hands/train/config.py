@@ -19,6 +19,7 @@ module's dataclasses and their docstrings).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -157,6 +158,12 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+        for name in ("part_loss_weight", "pen_weight"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
+        if not math.isfinite(self.coord_init_scale) or self.coord_init_scale <= 0:
+            raise ValueError(f"coord_init_scale: expected a finite number > 0, got {self.coord_init_scale!r}")
         if self.stage not in STAGES:
             raise ValueError(f"stage: expected one of {STAGES}, got {self.stage!r}")
 
