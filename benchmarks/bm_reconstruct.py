@@ -9,6 +9,10 @@ call runs the real InitOcc / RefOcc decode on its points and then answers with t
 hand layout, ``tests/mesh/fields.py::hand_field``; the refined field is the same hand 0.004 query units
 (1.6 mm) thicker, threshold 0.45). Input: one synthetic sample (image, intrinsics, keypoints).
 
+``--bf16`` adds the same with RefOcc's decoder products in bfloat16 (``RefOccConfig.bf16_decoder``);
+``--shipped`` adds the shipped model (compact preset: a half-width ResNet-18 encoder, official-size decoders)
+with its trained weights on the sample's real fields (fp32 and, with ``--bf16``, bf16).
+
 Baseline, measured in the same run, in its own process: an official-style loop -- the image encoders (and
 RefOcc's anchor encoding with its InitOcc) re-run on every extraction round, the refined surface extracted
 from a fresh 32^3 start, and marching cubes on the dense 259^3 grid.
@@ -40,7 +44,7 @@ def _field(radius_delta: float):
 
 def build(mode: str):
     from im2hands.models.init_occ import InitOcc, InitOccOutput
-    from im2hands.models.ref_occ import HandOutput, RefOcc, RefOccOutput
+    from im2hands.models.ref_occ import HandOutput, RefOcc, RefOccConfig, RefOccOutput
 
     initial_field, refined_field = _field(0.0), _field(0.004)
     reencode = mode == "baseline"
@@ -71,7 +75,7 @@ def build(mode: str):
 
     torch.manual_seed(0)
     init = BenchInitOcc().eval()
-    ref = BenchRefOcc().eval()
+    ref = BenchRefOcc(RefOccConfig(bf16_decoder=mode.endswith("bf16"))).eval()
     ref.init_occ.load_state_dict(init.state_dict())
     return init, ref
 
@@ -88,15 +92,18 @@ def child(mode: str, sample_path: str, threads: int, repeats: int) -> dict:
     s = read_sample(sample_path)
     crop = Crop(image=np.asarray(s["image"]), K=np.asarray(s["camera_K"], np.float64), box=(0.0, 0.0, 256.0))
     joints = {side: np.asarray(s[f"{side}_joints"], np.float64) for side in ("right", "left")}
-    init, ref = build(mode)
-    model = Im2Hands(init_occ=init, ref_occ=ref, lattice=Lattice(32, 3), device="cpu")
+    if mode.startswith("shipped"):
+        model = Im2Hands.pretrained("cpu", lattice=Lattice(32, 3), bf16_decoder=mode.endswith("bf16"))
+    else:
+        init, ref = build(mode)
+        model = Im2Hands(init_occ=init, ref_occ=ref, lattice=Lattice(32, 3), device="cpu")
     if mode == "baseline":
         from im2hands.data.dataset import normalise_image
         init._image = normalise_image(crop.image)[None]
     best = None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        rec = model.reconstruct_crop(crop, joints, refine_keypoints=False, seeded_refinement=(mode == "ours"))
+        rec = model.reconstruct_crop(crop, joints, refine_keypoints=False, seeded_refinement=(mode != "baseline"))
         total = time.perf_counter() - t0
         if best is None or total < best[0]:
             best = (total, rec)
@@ -128,9 +135,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--child", choices=("ours", "baseline"))
+    parser.add_argument("--child", choices=("ours", "ours-bf16", "shipped", "shipped-bf16", "baseline"))
     parser.add_argument("--sample")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--bf16", action="store_true", help="also RefOcc's decoder products in bfloat16")
+    parser.add_argument("--shipped", action="store_true", help="also the shipped model on the sample's real fields")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.sample, args.threads, args.repeats)))
@@ -147,9 +156,11 @@ def main() -> int:
         data = make_synth(Path(tmp) / "data", num=1)
         sample = str(data / "test" / "000000.npz")
         results = {}
-        for mode in ("ours",) + (() if args.skip_baseline else ("baseline",)):
+        modes = ["ours"] + (["ours-bf16"] if args.bf16 else [])
+        modes += (["shipped"] + (["shipped-bf16"] if args.bf16 else [])) if args.shipped else []
+        for mode in modes + ([] if args.skip_baseline else ["baseline"]):
             cmd = [sys.executable, __file__, "--child", mode, "--sample", sample, "--threads", str(args.threads),
-                   "--repeats", str(args.repeats if mode == "ours" else 1)]
+                   "--repeats", str(args.repeats if mode != "baseline" else 1)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 print(proc.stderr[-3000:])
@@ -164,6 +175,8 @@ def main() -> int:
     if "baseline" in results:
         print(f"baseline dense marching cubes (2 hands, 259^3): {results['baseline']['marching_cubes_s']:.2f} s")
         print(f"speed-up: {results['baseline']['total_s'] / results['ours']['total_s']:.1f}x")
+    if "ours-bf16" in results:
+        print(f"bf16 decoder: {results['ours']['total_s'] / results['ours-bf16']['total_s']:.2f}x ours")
     return 0
 
 

@@ -187,6 +187,15 @@ def test_checkpoints_round_trip_and_every_stage_runs(sample, small, tmp_path):
                                           "refined_left.ply", "result.json"}
     info = json.loads((tmp_path / "out" / "result.json").read_text())
     assert info["stages"]["refined"]["evaluations"]["left"] == res.stages["refined"].evaluations["left"]
+    # bf16 decoder products: set on the loaded RefOcc only; the refined meshes stay the float32 ones'
+    fast = Im2Hands.from_checkpoint(tmp_path / "run", lattice=Lattice(8, 2), device="cpu", bf16_decoder=True)
+    assert fast.ref_occ.config.bf16_decoder and not model.ref_occ.config.bf16_decoder
+    res16 = fast.reconstruct_crop(_crop(sample), _joints(sample), refine_keypoints=False)
+    for side in ("right", "left"):
+        a, b = res.mesh("refined", side).vertices, res16.mesh("refined", side).vertices
+        if len(a) and len(b):   # random weights: the same surface to a fraction of a lattice cell (0.14 units)
+            assert abs(len(a) - len(b)) <= 0.1 * len(a) + 4
+            assert np.abs(a.mean(0) - b.mean(0)).max() < 0.01
 
 
 # ------------------------------------------------------------------------------------------- inputs, errors

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -296,11 +296,13 @@ class Im2Hands:
         device: where the networks run (default: where their weights are).
         lattice: extraction lattice (default 32^3 start, 3 upsampling steps: 257^3, box +-0.55).
         seed: seed of the anchor sampling.
+        bf16_decoder: run RefOcc's decoder products in bfloat16 (``RefOccConfig.bf16_decoder``: faster on CPUs
+            with native bfloat16, logits within ~1e-3); None keeps the network's setting (off unless set).
     """
 
     def __init__(self, *, init_occ: InitOcc | None = None, ref_occ: RefOcc | None = None,
                  kpts_ref: KptsRef | None = None, device: torch.device | str | None = None,
-                 lattice: Lattice = Lattice(), seed: int = 0):
+                 lattice: Lattice = Lattice(), seed: int = 0, bf16_decoder: bool | None = None):
         if init_occ is None and ref_occ is None:
             raise ValueError("init_occ, ref_occ: at least one occupancy network is needed")
         if init_occ is None:
@@ -308,13 +310,15 @@ class Im2Hands:
         self.device = torch.device(device) if device is not None else next(init_occ.parameters()).device
         self.init_occ = init_occ.to(self.device).eval()
         self.ref_occ = ref_occ.to(self.device).eval() if ref_occ is not None else None
+        if bf16_decoder is not None and self.ref_occ is not None:
+            self.ref_occ.config = replace(self.ref_occ.config, bf16_decoder=bool(bf16_decoder))
         self.kpts_ref = kpts_ref.to(self.device).eval() if kpts_ref is not None else None
         self.lattice = lattice
         self.seed = seed
 
     @classmethod
     def from_checkpoint(cls, *paths: str | Path, device: torch.device | str | None = None,
-                        lattice: Lattice = Lattice(), seed: int = 0) -> Im2Hands:
+                        lattice: Lattice = Lattice(), seed: int = 0, bf16_decoder: bool | None = None) -> Im2Hands:
         """Load our checkpoints (and converted official ones; ``official_quirks`` follows each checkpoint).
 
         Args:
@@ -348,18 +352,19 @@ class Im2Hands:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return cls(init_occ=nets.get("init_occ"), ref_occ=nets.get("ref_occ"), kpts_ref=nets.get("kpts_ref"),
-                   device=device, lattice=lattice, seed=seed)
+                   device=device, lattice=lattice, seed=seed, bf16_decoder=bf16_decoder)
 
     @classmethod
     def pretrained(cls, device: torch.device | str | None = None, *, lattice: Lattice = Lattice(),
-                   seed: int = 0) -> Im2Hands:
+                   seed: int = 0, bf16_decoder: bool | None = None) -> Im2Hands:
         """The model shipped with the package (:data:`~im2hands.models.bundle.SHIPPED_BUNDLE`: InitOcc, RefOcc
         and KptsRef of the ``compact`` preset, ``docs/RECONSTRUCT.md``); arguments as :meth:`from_checkpoint`."""
         if not SHIPPED_BUNDLE.is_file():
             raise FileNotFoundError(
                 f"the shipped model {SHIPPED_BUNDLE} is not in this installation; build it from trained checkpoints "
                 "with docs/scripts/ship_model.py, or load checkpoints with Im2Hands.from_checkpoint(...)")
-        return cls.from_checkpoint(SHIPPED_BUNDLE, device=device, lattice=lattice, seed=seed)
+        return cls.from_checkpoint(SHIPPED_BUNDLE, device=device, lattice=lattice, seed=seed,
+                                   bf16_decoder=bf16_decoder)
 
     # --------------------------------------------------------------------------------------------- helpers
     def _tensor(self, x, dtype=torch.float32) -> Tensor:

@@ -80,6 +80,9 @@ def _add_demo(sub) -> None:
     _add_lattice_arguments(p)
     _add_metric_points_argument(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--bf16", action="store_true",
+                   help="run RefOcc's decoder products in bfloat16 (faster on CPUs with native bfloat16; "
+                        "logits within ~1e-3; docs/PERFORMANCE.md)")
     p.set_defaults(run=_run_demo)
 
 
@@ -100,7 +103,8 @@ def _run_demo(args) -> int:
     n = args.metric_points
     run = run_demo(args.out, inputs=inputs, model=args.model, device=args.device,
                    lattice=Lattice(args.resolution, args.upsampling_steps),
-                   metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n))
+                   metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n),
+                   bf16_decoder=True if args.bf16 else None)
     return 1 if run.failures else 0
 
 
@@ -261,6 +265,9 @@ def _add_reconstruct(sub) -> None:
     _add_lattice_arguments(p)
     p.add_argument("--format", choices=("ply", "obj"), default="ply", help="mesh file format (default ply)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--bf16", action="store_true",
+                   help="run RefOcc's decoder products in bfloat16 (faster on CPUs with native bfloat16; "
+                        "logits within ~1e-3; docs/PERFORMANCE.md)")
     p.add_argument("--no-pictures", action="store_true",
                    help="skip OUT/overlay.png (meshes over the crop) and, for --inputs, OUT/contact_sheet.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -306,7 +313,8 @@ def _run_reconstruct(args) -> int:
     jobs = _reconstruct_jobs(args)
     inputs = [(name, img, *load_keypoints_json(kp), load_camera_json(cam)) for name, img, kp, cam in jobs]
     model = Im2Hands.from_checkpoint(*args.checkpoint, device=args.device,
-                                     lattice=Lattice(args.resolution, args.upsampling_steps))
+                                     lattice=Lattice(args.resolution, args.upsampling_steps),
+                                     bf16_decoder=True if args.bf16 else None)
     refine = {"auto": None, "yes": True, "no": False}[args.refine_keypoints]
     failed = 0
     sheet_rows, sheet_labels = [], []

@@ -251,6 +251,65 @@ def test_small_variant_trains_on_cpu():
     assert model.img_final_layer.weight.grad is None  # unused, as officially
 
 
+def test_hand_centred_starts_as_identity_and_each_hand_is_translation_equivariant():
+    torch.manual_seed(0)
+    cfg = KptsRefConfig(encoder=ImageEncoderConfig(depth=18, fmap_dim=16), image_size=64, img_dim=32,
+                        grid_dims=(16, 18), grid_size=4, hand_centred=True, dropout=0.0)
+    model = KptsRef(cfg).eval()
+    image = torch.randn(2, 3, 64, 64)
+    kl, kr = 30 * torch.randn(2, 21, 3), 30 * torch.randn(2, 21, 3) + torch.tensor([150.0, -40.0, 20.0])
+    with torch.no_grad():
+        fresh = model(image, kl, kr)
+    assert torch.equal(fresh.left, kl) and torch.equal(fresh.right, kr)   # zero offsets until trained
+    with torch.no_grad():
+        for reg in (model.left_reg, model.right_reg):
+            reg[3].weight.normal_(0, 0.1)
+            reg[3].bias.normal_(0, 0.1)
+        out = model(image, kl, kr)
+        shift = torch.tensor([-80.0, 25.0, 300.0])
+        moved = model(image, kl, kr + shift)      # the right hand moved: same refinement, moved with it
+    assert (out.right - kr).abs().max() > 1e-2
+    torch.testing.assert_close(moved.right, out.right + shift, atol=1e-3, rtol=0)
+    torch.testing.assert_close(moved.left, out.left, atol=1e-4, rtol=0)
+    # offsets come out in units of coord_unit_mm: the same weights at half the unit give half the offsets
+    half = KptsRef(dataclasses.replace(cfg, coord_unit_mm=50.0)).eval()
+    half.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        h = half(image, kl / 2, kr / 2)      # the same embedded coordinates (half the mm in half the unit)
+    torch.testing.assert_close(h.left - kl / 2, (out.left - kl) / 2, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="hand_centred"):
+        KptsRefConfig(hand_centred=True, official_quirks=True)
+    with pytest.raises(ValueError, match="coord_unit_mm"):
+        KptsRefConfig(coord_unit_mm=0.0)
+    with pytest.raises(ValueError, match="linear_path"):
+        KptsRefConfig(linear_path=True)
+
+
+def test_linear_path_adds_a_linear_map_of_the_centred_hand():
+    torch.manual_seed(0)
+    cfg = KptsRefConfig(encoder=ImageEncoderConfig(depth=18, fmap_dim=16), image_size=64, img_dim=32,
+                        grid_dims=(16, 18), grid_size=4, hand_centred=True, linear_path=True, dropout=0.0)
+    model = KptsRef(cfg).eval()
+    plain = KptsRef(dataclasses.replace(cfg, linear_path=False)).eval()
+    assert set(model.state_dict()) - set(plain.state_dict()) == {
+        "left_linear.weight", "left_linear.bias", "right_linear.weight", "right_linear.bias"}
+    plain.load_state_dict(model.state_dict(), strict=False)
+    image = torch.randn(1, 3, 64, 64)
+    kl, kr = 30 * torch.randn(1, 21, 3), 30 * torch.randn(1, 21, 3) + 120.0
+    with torch.no_grad():
+        assert torch.equal(model(image, kl, kr).right, kr)       # both paths start at zero
+        for reg in (model.left_reg, model.right_reg):
+            reg[3].weight.normal_(0, 0.1)
+        plain.load_state_dict(model.state_dict(), strict=False)
+        model.right_linear.weight.normal_(0, 0.1)
+        model.right_linear.bias.normal_(0, 0.1)
+        out, base = model(image, kl, kr), plain(image, kl, kr)
+        centred = (kr - kr[:, 4:5]) / cfg.coord_unit_mm          # HALO joint 4: the middle MCP
+        want = base.right + cfg.coord_unit_mm * model.right_linear(centred.flatten(1)).view(1, 21, 3)
+    torch.testing.assert_close(out.right, want, atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(out.left, base.left)               # the left path is still zero
+
+
 def test_bad_inputs_raise_clear_errors(inputs):
     cfg = KptsRefConfig(encoder=ImageEncoderConfig(depth=18, fmap_dim=8), image_size=64, img_dim=16,
                         grid_dims=(8,), grid_size=4)

@@ -188,6 +188,25 @@ def test_fast_decoder_equals_reference(random_decoder, b, n, s, chunk):
     torch.testing.assert_close(fast, ref, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_bf16_decoder_close_to_float32_on_golden_weights(golden, nets, encodings, side):
+    """The bfloat16 products change the official network's logits by a small fraction of their spread (the
+    bound: bfloat16's 2^-8 relative rounding through three products), over several chunks; with autograd
+    the flag is ignored (the float32 path runs)."""
+    r, dec, e = golden["ref_occ"], nets[1], encodings[side]
+    xyz, feat, z = _decoder_inputs(r, side, "")
+    cache = dec.precompute(z, e.anchors, e.anchor_feats)
+    with torch.no_grad():
+        fp32 = dec(xyz, feat, cache, chunk_size=300)
+        bf16 = dec(xyz, feat, cache, chunk_size=300, bf16=True)
+    diff = (bf16 - fp32).abs()
+    assert 0 < float(diff.max()) < 0.02 * float(fp32.std()) + 1e-3, (float(diff.max()), float(fp32.std()))
+    assert float(((bf16 > 0) != (fp32 > 0)).float().mean()) < 0.01
+    with torch.enable_grad():
+        torch.testing.assert_close(dec(xyz[:, :50], feat[:, :50], cache, bf16=True).detach(), fp32[:, :50],
+                                   atol=1.5e-5, rtol=0)
+
+
 def test_fast_decoder_gradients_equal_reference(random_decoder):
     g = torch.Generator().manual_seed(3)
     xyz, feat = torch.randn(2, 30, 3, generator=g) * 0.05, torch.randn(2, 30, 64, generator=g)

@@ -176,6 +176,32 @@ def test_gradients_reach_trainable_parts(default_model, inputs):
     m.zero_grad(set_to_none=True)
 
 
+def test_residual_starts_as_initocc_and_adds_the_correction(default_model, inputs):
+    """residual=True: a new network returns InitOcc's occupancy (both passes); a trained decoder's output is
+    added to InitOcc's max part logit; the official parameters are unchanged."""
+    cfg = dataclasses.replace(default_model.config, residual=True)
+    fresh = RefOcc(cfg).eval()
+    assert fresh.state_dict().keys() == default_model.state_dict().keys()
+    fresh.init_occ.load_state_dict(default_model.init_occ.state_dict())
+    pl, pr = inputs.points_left[:, :300], inputs.points_right[:, :200]
+    enc_args = (inputs.image, inputs.camera, inputs.left, inputs.right, inputs.anchors_cam_left,
+                inputs.anchors_cam_right)
+    with torch.no_grad():
+        out = fresh.decode(fresh.encode_camera(*enc_args), pl, pr, pen=True)
+        for o in (out.left, out.right, out.pen_left, out.pen_right):
+            torch.testing.assert_close(o.occupancy, o.init_occupancy, atol=1e-6, rtol=0)
+        trained = RefOcc(cfg).eval()
+        trained.load_state_dict(default_model.state_dict())
+        res = trained.decode(trained.encode_camera(*enc_args), pl, pr, pen=True)
+        plain = default_model.decode(default_model.encode_camera(*enc_args), pl, pr, pen=True)
+        enc = fresh.init_occ.encode(inputs.image, inputs.camera)
+        init_logit = fresh.init_occ.decode(enc, inputs.left, pl, "left").part_logits.amax(-1)
+    torch.testing.assert_close(res.left.logit, plain.left.logit + init_logit, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(res.left.init_occupancy, plain.left.init_occupancy)
+    with pytest.raises(TypeError, match="residual"):
+        RefOccConfig(residual=1)
+
+
 # -------------------------------------------------------------------------------------------- errors
 
 

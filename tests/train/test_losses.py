@@ -1,5 +1,6 @@
 """Losses: occupancy MSE and the official penetration sum on known values."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -36,6 +37,22 @@ def test_occupancy_mse_and_ref_occ_loss():
     assert loss.penetration.item() == pytest.approx(pen)
     assert loss.total.item() == pytest.approx(mse + pen)
     assert ref_occ_loss(out, gt_l, gt_r, pen_weight=0).penetration.item() == 0
+
+
+def test_ref_occ_loss_bce_on_the_refined_logits():
+    # logits 0 and ln 3 (p = 0.5, 0.75); BCE = mean of -log p for label 1 / -log(1 - p) for label 0
+    g = lambda logit: SimpleNamespace(logit=torch.tensor(logit), occupancy=torch.sigmoid(torch.tensor(logit)))  # noqa: E731
+    ln3 = math.log(3.0)
+    out = SimpleNamespace(left=g([[0.0, ln3]]), right=g([[ln3, 0.0]]), pen_left=g([[0.0, 0.0]]),
+                          pen_right=g([[0.0, 0.0]]))
+    gt_l, gt_r = torch.tensor([[1.0, 1.0]]), torch.tensor([[0.0, 1.0]])
+    loss = ref_occ_loss(out, gt_l, gt_r, pen_weight=0, occupancy_loss="bce")
+    want = (-math.log(0.5) - math.log(0.75)) / 2 + (-math.log(0.25) - math.log(0.5)) / 2
+    assert loss.occupancy.item() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="occupancy_loss"):
+        ref_occ_loss(out, gt_l, gt_r, pen_weight=0, occupancy_loss="l1")
+    with pytest.raises(ValueError, match="right occupancy.*shape"):
+        ref_occ_loss(out, gt_l, torch.zeros(1, 3), pen_weight=0, occupancy_loss="bce")
 
 
 def test_loss_errors():

@@ -264,3 +264,93 @@ def test_compact_recipe_fields_refuse_bad_values(tmp_path):
             TrainConfig(**{field: value})
     with pytest.raises(ValueError, match="limit: expected an int >= 0"):
         precompute_anchors(AnchorsConfig(checkpoint=tmp_path / "none.pt", data=tmp_path, limit=-2))
+
+
+def test_resampled_noise_is_new_per_draw_and_deterministic_per_key(data):
+    from im2hands.data.dataset import HandsDataset
+    from im2hands.data.synth.noise import DEFAULT_NOISE
+    from im2hands.train.config import TrainConfig
+    from im2hands.train.data import TrainItems
+
+    ds = lambda: HandsDataset(data, "train", points_per_hand=64, anchors_per_hand=512)  # noqa: E731
+    stored, fresh = TrainItems(ds()), TrainItems(ds(), resample_noise=True)
+    a, b, again = fresh[(11, 3)], fresh[(12, 3)], fresh[(11, 3)]
+    ref = stored[(11, 3)]
+    errors = []
+    for side in ("left", "right"):
+        torch.testing.assert_close(a[side]["joints"], ref[side]["joints"])            # GT untouched
+        torch.testing.assert_close(a[side]["points"], ref[side]["points"])            # draws untouched
+        assert torch.equal(a[side]["noisy_joints"], again[side]["noisy_joints"])       # same key, same error
+        assert not torch.allclose(a[side]["noisy_joints"], b[side]["noisy_joints"])    # new epoch, new error
+        assert not torch.allclose(a[side]["noisy_joints"], ref[side]["noisy_joints"])
+        errors.append((a[side]["noisy_joints"] - a[side]["joints"]).norm(dim=-1))
+    # the error model's size: wrist lateral std 2.5 mm, depth 2x, so joints err by millimetres, not metres
+    err = torch.cat(errors)
+    assert 1e-3 < float(err.median()) < 4 * DEFAULT_NOISE.depth_ratio * max(DEFAULT_NOISE.lateral_std)
+    # validation keys (no draw seed) keep the stored keypoints
+    v = fresh.item(3, None)
+    assert torch.equal(v["left"]["noisy_joints"], stored.item(3, None)["left"]["noisy_joints"])
+    with pytest.raises(ValueError, match="resample_noise"):
+        TrainConfig(stage="ref-occ", resample_noise=True)
+
+
+def test_kpts_mpjpe_loss_is_the_mean_joint_distance():
+    from types import SimpleNamespace
+
+    from im2hands.models.kpts_ref import MID_MCP_HALO
+    from im2hands.train import stages
+    from im2hands.train.config import TrainConfig
+
+    gt_l, gt_r = torch.zeros(1, 21, 3), torch.zeros(1, 21, 3)
+    out_l, out_r = gt_l.clone(), gt_r.clone()
+    out_l[0, 0] = torch.tensor([3.0, 4.0, 0.0])    # one joint 5 mm off -> 5/21 mm
+    out_r[0, 7] = torch.tensor([0.0, 0.0, 2.0])
+    out_r[0, 9] = torch.tensor([0.0, 6.0, 8.0])    # 2 + 10 mm -> 12/21 mm
+    assert MID_MCP_HALO not in (0, 7, 9)
+    orig = (stages.kpts_inputs, stages._kpts_forward)
+    try:
+        stages.kpts_inputs = lambda batch: (gt_l, gt_r, gt_l, gt_r)
+        stages._kpts_forward = lambda *a: SimpleNamespace(left=out_l, right=out_r)
+        got = stages.kpts_ref_loss(None, {}, TrainConfig(stage="kpts-ref", kpts_loss="mpjpe"), 1)
+        mse = stages.kpts_ref_loss(None, {}, TrainConfig(stage="kpts-ref"), 1)
+    finally:
+        stages.kpts_inputs, stages._kpts_forward = orig
+    assert float(got.parts["mpjpe_left_mm"]) == pytest.approx(5 / 21, abs=1e-3)   # + 1e-4 mm per exact joint (epsilon)
+    assert float(got.parts["mpjpe_right_mm"]) == pytest.approx(12 / 21, abs=1e-3)
+    assert float(mse.total) == pytest.approx(25 / 63 + (4 + 100) / 63, rel=1e-6)
+
+
+def test_linear_path_fit_is_the_ridge_solution_and_lowers_the_error(data):
+    from im2hands.models.encoder import ImageEncoderConfig
+    from im2hands.models.kpts_ref import KptsRef, KptsRefConfig, network_keypoints
+    from im2hands.train.stages import fit_linear_path
+
+    files = sorted((data / "train").glob("*.npz"))
+    cfg = KptsRefConfig(encoder=ImageEncoderConfig(depth=18, fmap_dim=16), img_dim=32, grid_dims=(16, 18),
+                        grid_size=4, hand_centred=True, linear_path=True, dropout=0.0)
+    model = KptsRef(cfg)
+    report = fit_linear_path(model, files, draws=30, resample_noise=True, seed=0, ridge=1e-6)
+    for side in ("left", "right"):   # least squares on its own rows: well below the input error
+        assert report[f"fit_mpjpe_{side}_mm"] < 0.8 * report[f"input_mpjpe_{side}_mm"], report
+    again = KptsRef(cfg)
+    fit_linear_path(again, files, draws=30, resample_noise=True, seed=0, ridge=1e-6)
+    assert torch.equal(again.left_linear.weight, model.left_linear.weight)      # seeded: deterministic
+    # the stored draw alone: the normal equations' solution (numpy lstsq on the same rows)
+    fit_linear_path(model, files, draws=1, resample_noise=False, seed=0, ridge=0.0)
+    z = [np.load(f) for f in files]
+    kin = network_keypoints(*(torch.from_numpy(np.stack([x[f"{s}_noisy_joints"] for x in z])).double()
+                              for s in ("left", "right")))
+    x = kin.right_mm - kin.right_mm[:, 4:5]
+    a = torch.cat([(x / 100).flatten(1), torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    assert a.shape == (8, 64)      # fewer rows than unknowns: lstsq's minimum-norm solution fits exactly
+    w = model.right_linear.weight.detach().double()
+    b = model.right_linear.bias.detach().double()
+    pred = (a[:, :63] @ w.T + b).view(8, 21, 3) * 100 + x
+    from im2hands.models.kpts_ref import to_network_frame
+    gt = to_network_frame(torch.from_numpy(np.stack([q["right_joints"] for q in z])).double(), kin.left_mid_joint)
+    gt = gt - gt[:, 4:5]
+    # the fitted map reproduces the GT on its rows (up to the middle MCP's offset, common to the hand)
+    err = ((pred - pred[:, 4:5]) - gt).norm(dim=-1).mean()
+    assert float(err) < 0.05, float(err)
+    with pytest.raises(ValueError, match="linear path"):
+        fit_linear_path(KptsRef(replace(cfg, linear_path=False)), files, draws=1, resample_noise=False, seed=0)

@@ -25,7 +25,8 @@ the raw directed adjacency as the Chebyshev operator, ``norm1`` computed but dis
 regressed through ``left_reg``, and absolute coordinates regressed despite the yaml's
 ``offset_prediction: true``. The default mode fixes all four (it regresses an offset added to the input
 keypoints, so an untrained network starts near the identity); weights have the same names and shapes
-in both modes.
+in both modes. ``KptsRefConfig.hand_centred`` (default mode only) embeds each hand relative to its own middle
+MCP in decimetres instead (step 2) and regresses the offsets in decimetres from a zero start (step 5).
 """
 
 from __future__ import annotations
@@ -272,6 +273,30 @@ class KptsRefConfig:
     """Chebyshev order K of the graph convolutions."""
     dropout: float = 0.01
     """Dropout probability in embeddings, GCN, attention and regressor (training only)."""
+    hand_centred: bool = False
+    """False (official): both hands' coordinates enter the embedding as given, in mm relative to the *left*
+    middle MCP, so the right hand's joints carry the hands' 10-20 cm offset and the embedding must resolve
+    millimetres on top of it. True (needs the offset regression of the default mode): each hand is embedded
+    relative to its own middle MCP in units of ``coord_unit_mm``, the regressed offsets are in the same unit,
+    and a new network's last regression layers start at zero (it returns its input until trained). The
+    refined keypoints stay in the input frame either way; parameter names and shapes are unchanged."""
+    coord_unit_mm: float = 100.0
+    """With ``hand_centred``: the unit of the embedded coordinates and regressed offsets (100 mm: a hand
+    spans about +-1)."""
+    linear_path: bool = False
+    """With ``hand_centred``: add a linear map of all 63 centred coordinates of the hand to the regressed
+    offsets (``{side}_linear``, starting at zero; not in official checkpoints). A keypoint error that is
+    mostly Gaussian is largely removed by a linear estimate from the whole hand (the best linear denoiser
+    of the synthetic error model cuts its error by a third, ``docs/TRAINING.md``); this path learns it in
+    few steps while the GCN and the image attention learn the rest."""
+
+    def __post_init__(self):
+        if self.hand_centred and self.official_quirks:
+            raise ValueError("hand_centred: needs the default mode's offset regression (official_quirks=False)")
+        if self.linear_path and not self.hand_centred:
+            raise ValueError("linear_path: needs hand_centred=True (it reads each hand's centred coordinates)")
+        if not (isinstance(self.coord_unit_mm, (int, float)) and 0 < self.coord_unit_mm < float("inf")):
+            raise ValueError(f"coord_unit_mm: expected a finite number > 0, got {self.coord_unit_mm!r}")
 
     @property
     def stage_dims(self) -> tuple[int, ...]:
@@ -327,6 +352,16 @@ class KptsRef(nn.Module):
                            dropout=c.dropout, official_quirks=c.official_quirks)
             for i, g in enumerate(c.grid_dims))
         self.register_buffer("graph", hand_graph(official_quirks=c.official_quirks), persistent=False)
+        if c.linear_path:
+            self.left_linear = nn.Linear(3 * NUM_JOINTS, 3 * NUM_JOINTS)
+            self.right_linear = nn.Linear(3 * NUM_JOINTS, 3 * NUM_JOINTS)
+            for lin in (self.left_linear, self.right_linear):
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+        if c.hand_centred:   # start as the identity: zero offsets
+            for reg in (self.left_reg, self.right_reg):
+                nn.init.zeros_(reg[3].weight)
+                nn.init.zeros_(reg[3].bias)
 
     def forward(self, image: Tensor, kpts_left: Tensor, kpts_right: Tensor) -> KptsRefOutput:
         """Refine both hands' keypoints.
@@ -353,8 +388,13 @@ class KptsRef(nn.Module):
                             check_shape(x, f"B {c} {s} {s}", name), "B", ("features.img_fmaps[-1]", name))
         self._check_keypoints(kpts_left, kpts_right, fine.shape[0])
         img = self.img_proj_layer(torch.cat([fine, hms, dp], dim=1))
-        left = self._embed(kpts_left.to(img.dtype), self.left_id_emb, self.left_pt_emb)
-        right = self._embed(kpts_right.to(img.dtype), self.right_id_emb, self.right_pt_emb)
+        unit = self.config.coord_unit_mm if self.config.hand_centred else 1.0
+        emb_left, emb_right = kpts_left.to(img.dtype), kpts_right.to(img.dtype)
+        if self.config.hand_centred:
+            emb_left = (emb_left - emb_left[:, MID_MCP_HALO:MID_MCP_HALO + 1]) / unit
+            emb_right = (emb_right - emb_right[:, MID_MCP_HALO:MID_MCP_HALO + 1]) / unit
+        left = self._embed(emb_left, self.left_id_emb, self.left_pt_emb)
+        right = self._embed(emb_right, self.right_id_emb, self.right_pt_emb)
         graph = self.graph.to(img.dtype)
         feats_l, feats_r = [], []
         for stage in self.gcn_layers:
@@ -364,9 +404,12 @@ class KptsRef(nn.Module):
         right_reg = self.left_reg if self.config.official_quirks else self.right_reg
         out_left = self.left_reg(left.transpose(1, 2)).transpose(1, 2)
         out_right = right_reg(right.transpose(1, 2)).transpose(1, 2)
+        if self.config.linear_path:
+            out_left = out_left + self.left_linear(emb_left.flatten(1)).view_as(out_left)
+            out_right = out_right + self.right_linear(emb_right.flatten(1)).view_as(out_right)
         if not self.config.official_quirks:   # fix: an offset from the input (the yaml's offset_prediction)
-            out_left = out_left + kpts_left.to(out_left.dtype)
-            out_right = out_right + kpts_right.to(out_right.dtype)
+            out_left = out_left * unit + kpts_left.to(out_left.dtype)
+            out_right = out_right * unit + kpts_right.to(out_right.dtype)
         return KptsRefOutput(
             left=out_left,
             right=out_right,

@@ -71,6 +71,22 @@ class TrainConfig:
     """Channels of the encoder's heat-map / dense-pose decoders (official 128)."""
     kpts_img_dim: int = 256
     """kpts-ref: channels of the image map the keypoint attention reads (official 256)."""
+    kpts_hand_centred: bool = False
+    """kpts-ref: embed each hand relative to its own middle MCP in decimetres and regress offsets from a zero
+    start (``KptsRefConfig.hand_centred``); False: the official input (mm, relative to the left middle MCP)."""
+    kpts_linear_path: bool = False
+    """kpts-ref: add the linear path beside the GCN (``KptsRefConfig.linear_path``; needs kpts_hand_centred)."""
+    kpts_linear_fit_draws: int = 0
+    """kpts-ref with the linear path: before the first step, fit it in closed form (ridge least squares) on
+    this many keypoint-error draws per training sample (``resample_noise``; else the one stored draw); 0:
+    no fit, it starts at zero."""
+    resample_noise: bool = False
+    """kpts-ref: draw new keypoint errors for every training item from the synthetic error model
+    (``im2hands.data.synth.noise``) instead of the stored noisy keypoints, so the refinement never sees the
+    same error twice (the stored ones are one draw per sample). Synthetic data only."""
+    kpts_loss: Literal["mse", "mpjpe"] = "mse"
+    """kpts-ref loss: MSE of middle-MCP-relative keypoints (official) or their mean joint distance, the
+    MPJPE itself (mm; less dominated by the error model's outlier joints)."""
     official_quirks: bool = False
     """Train the official forward with its quirks (False: the fixed forward, ``docs/OFFICIAL_QUIRKS.md``)."""
     batch_size: int = 8
@@ -97,8 +113,8 @@ class TrainConfig:
     anchors_dir: Path | None = None
     """Folder of precomputed anchors (``DATA/anchors/<name>``); None: ``DATA/anchors/default``."""
     occupancy_loss: Literal["mse", "bce"] = "mse"
-    """InitOcc/HALO occupancy loss: MSE on probabilities (official) or binary cross-entropy on the max part
-    logit (does not saturate: learns faster from scratch)."""
+    """Occupancy loss of halo, init-occ and ref-occ: MSE on probabilities (official) or binary cross-entropy
+    on the logit (InitOcc's max part logit, RefOcc's refined logit; does not saturate: learns faster)."""
     part_loss_weight: float = 0.0
     """Weight of the auxiliary per-part BCE of InitOcc/HALO (``train.losses.part_bce``; 0: off, official)."""
     coord_init_scale: float = 1.0
@@ -110,6 +126,10 @@ class TrainConfig:
     """Penetration loss weight (official 0.001; a sum over points, scaled to the global batch)."""
     pen_pass: bool = True
     """Decode each hand's RefOcc at the other hand's points (needed when pen_weight > 0)."""
+    refine_residual: bool = False
+    """ref-occ: the refinement predicts a correction of InitOcc's logit, starting from zero
+    (``RefOccConfig.residual``), instead of the occupancy itself (official). It then starts where InitOcc is
+    and cannot end up below it for lack of training."""
     transforms_from: Literal["gt", "noisy"] = "gt"
     """Keypoints the bone transforms come from during training (official: predicted keypoints)."""
     train_samples: int = 0
@@ -153,7 +173,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        for name in ("train_samples", "val_every", "val_samples", "checkpoint_every", "log_every", "num_workers", "threads",
+        for name in ("kpts_linear_fit_draws", "train_samples", "val_every", "val_samples", "checkpoint_every", "log_every", "num_workers", "threads",
                      "stop_after"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
@@ -166,6 +186,11 @@ class TrainConfig:
             raise ValueError(f"coord_init_scale: expected a finite number > 0, got {self.coord_init_scale!r}")
         if self.stage not in STAGES:
             raise ValueError(f"stage: expected one of {STAGES}, got {self.stage!r}")
+        if self.kpts_linear_fit_draws and not self.kpts_linear_path:
+            raise ValueError("kpts_linear_fit_draws: fits the linear path; set kpts_linear_path too")
+        if self.resample_noise and self.stage != "kpts-ref":
+            raise ValueError(f"resample_noise: only the kpts-ref stage reads the noisy keypoints alone "
+                             f"(stage {self.stage!r} takes its bone transforms from the stored ones)")
 
 
 _OFFICIAL = {
@@ -197,14 +222,17 @@ def _compact(stage: str) -> TrainConfig:
         return replace(base, batch_size=8, points_per_hand=1024, steps=900,
                        optim=OptimConfig(lr=3e-4, step_size=400, gamma=0.5), **occ)
     if stage == "ref-occ":
-        # as officially, the bone transforms (and the anchors: `train anchors --transforms-from noisy`) come
-        # from the keypoints the model will be given, so the refinement learns to correct what they get wrong
-        # 600 samples: their anchors take ~10 min to precompute on 2 cores; a step takes ~4.3 s (the anchors'
-        # point transformer), so 400 steps are ~30 min
-        return replace(base, batch_size=2, points_per_hand=1024, steps=400, freeze_encoder=True,
-                       transforms_from="noisy", train_samples=600,
-                       optim=OptimConfig(lr=3e-4, weight_decay=1e-5, step_size=250, gamma=0.3))
-    return replace(base, batch_size=16, steps=1500, freeze_encoder=True,
+        # the refinement starts as InitOcc (refine_residual) and learns its correction with BCE on the refined
+        # logit; as officially, the bone transforms (and the anchors: `train anchors --transforms-from noisy`)
+        # come from the keypoints the model will be given, so it learns to correct what they get wrong (on the
+        # GT keypoints' transforms there was nothing it learnt to correct in 400 steps: docs/TRAINING.md).
+        # 600 samples: their anchors take ~8 min to precompute on 2 cores; a step takes ~4.3 s (the anchors'
+        # point transformer), so 600 steps are ~45 min
+        return replace(base, batch_size=2, points_per_hand=1024, steps=600, freeze_encoder=True,
+                       transforms_from="noisy", train_samples=600, refine_residual=True, occupancy_loss="bce",
+                       optim=OptimConfig(lr=3e-4, weight_decay=1e-5, step_size=400, gamma=0.3))
+    return replace(base, batch_size=16, steps=1500, freeze_encoder=True, kpts_hand_centred=True, kpts_linear_path=True,
+                   resample_noise=True, kpts_loss="mpjpe", kpts_linear_fit_draws=8,
                    optim=OptimConfig(lr=1e-3, step_size=1000, gamma=0.3))
 
 

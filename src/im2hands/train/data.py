@@ -23,6 +23,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from im2hands.data.dataset import HandsDataset
 from im2hands.data.sample import SampleFileError
+from im2hands.data.synth.noise import noisy_keypoints
 from im2hands.hand.skeleton import SIDES
 
 
@@ -79,6 +80,10 @@ class Skipped:
     error: str
 
 
+NOISE_STREAM = 0x6E6F6973
+"""Third seed word of the resampled keypoint errors, so they never share a stream with the point draws."""
+
+
 class TrainItems(Dataset):
     """:class:`HandsDataset` items addressed by ``(draw_seed, index)``; unreadable samples become :class:`Skipped`.
 
@@ -86,11 +91,16 @@ class TrainItems(Dataset):
         dataset: the split's dataset (its ``seed`` is set per item from the key).
         anchors: optional folder of precomputed anchors (``<stem>.npz`` with ``left``/``right`` (A, 3) arrays,
             query frames) that replace the dataset's GT-surface anchors.
+        resample_noise: replace each drawn item's ``noisy_joints`` by a fresh draw of the synthetic keypoint
+            error model (:func:`im2hands.data.synth.noise.noisy_keypoints`, as the generator calls it) from its
+            GT joints, seeded by the item's key: every epoch sees new keypoint errors. Only for keys with a
+            draw seed (training); only the keypoints change (bone transforms stay the stored ones).
     """
 
-    def __init__(self, dataset: HandsDataset, anchors: Path | None = None):
+    def __init__(self, dataset: HandsDataset, anchors: Path | None = None, *, resample_noise: bool = False):
         self.dataset = dataset
         self.anchors = anchors
+        self.resample_noise = resample_noise
         if anchors is not None:
             missing = [f.stem for f in dataset.files if not (anchors / f"{f.stem}.npz").is_file()]
             if missing:
@@ -108,6 +118,12 @@ class TrainItems(Dataset):
                 with np.load(self.anchors / f"{self.dataset.files[i].stem}.npz") as z:
                     for side in SIDES:
                         item[side]["anchors"] = torch.from_numpy(np.asarray(z[side], dtype=np.float32))
+            if self.resample_noise and draw_seed is not None:
+                rng = np.random.default_rng((draw_seed, i, NOISE_STREAM))
+                for side in SIDES:
+                    joints = item[side]["joints"].numpy().astype(np.float64)
+                    item[side]["noisy_joints"] = torch.from_numpy(
+                        noisy_keypoints(rng, joints, side).astype(np.float32))
             return item
         except (SampleFileError, OSError, KeyError, ValueError) as e:
             return Skipped(str(self.dataset.files[i]), f"{type(e).__name__}: {e}")

@@ -39,8 +39,8 @@ from im2hands.models.init_occ import InitOccConfig
 from im2hands.models.part_decoder import HIDDEN
 from im2hands.train.config import TrainConfig, config_from_json, config_to_json
 from im2hands.train.data import StepBatches, TrainItems, collate_skipping, to_device
-from im2hands.train.stages import (MODEL_KIND, STAGE_SPECS, build_network, model_config, set_training_mode,
-                                   summarise_validation)
+from im2hands.train.stages import (MODEL_KIND, STAGE_SPECS, build_network, fit_linear_path, model_config,
+                                   set_training_mode, summarise_validation)
 
 RESUME_FREE = ("resume", "progress", "stop_after", "steps", "val_every", "checkpoint_every", "log_every",
                "num_workers", "threads", "device")
@@ -272,7 +272,8 @@ def train(config: TrainConfig) -> TrainResult:
 
     # ---- data (errors name the folder before anything is written)
     train_items = TrainItems(_dataset(config, config.train_split, seed=None, points=config.points_per_hand,
-                                      limit=config.train_samples), _anchors_folder(config, config.train_split))
+                                      limit=config.train_samples), _anchors_folder(config, config.train_split),
+                             resample_noise=config.resample_noise)
     val_items = TrainItems(_dataset(config, config.val_split, seed=config.seed, points=config.val_points,
                                     limit=config.val_samples), _anchors_folder(config, config.val_split))
 
@@ -298,6 +299,12 @@ def train(config: TrainConfig) -> TrainResult:
         optimizer_state = tr["optimizer"]
     else:
         initialise(model, config)
+        if config.stage == "kpts-ref" and config.kpts_linear_fit_draws:
+            fit = fit_linear_path(model, train_items.dataset.files, draws=config.kpts_linear_fit_draws,
+                                  resample_noise=config.resample_noise, seed=config.seed)
+            if rank == 0:
+                print("kpts-ref linear path fitted: " + ", ".join(f"{k} {v:.2f}" for k, v in fit.items()),
+                      flush=True)
     if config.disable_dropout:
         _no_dropout(model)
     model.to(device)

@@ -130,21 +130,33 @@ class RefOccLoss:
     total: Tensor
     """``occupancy + penetration``."""
     occupancy: Tensor
-    """``MSE_L + MSE_R``."""
+    """``MSE_L + MSE_R`` (or the two BCEs)."""
     penetration: Tensor
     """The weighted penetration term (zero when the output has no pen pass)."""
 
 
-def ref_occ_loss(output, target_left: Tensor, target_right: Tensor, *, pen_weight: float = PEN_WEIGHT
-                 ) -> RefOccLoss:
+def ref_occ_loss(output, target_left: Tensor, target_right: Tensor, *, pen_weight: float = PEN_WEIGHT,
+                 occupancy_loss: str = "mse") -> RefOccLoss:
     """Official RefOcc loss from a :class:`~im2hands.models.ref_occ.RefOccOutput` (decoded with ``pen=True``).
 
     Args:
         output: the model output; ``pen_*`` must hold the pen pass unless `pen_weight` is 0.
         target_left, target_right: (B, N) occupancy labels of the left / right query points.
+        occupancy_loss: ``"mse"`` on the refined probabilities (official) or ``"bce"``, binary cross-entropy
+            on the refined logits; summed over the two hands either way.
     """
-    occ = (occupancy_mse(output.left.occupancy, target_left, "left occupancy")
-           + occupancy_mse(output.right.occupancy, target_right, "right occupancy"))
+    if occupancy_loss == "mse":
+        occ = (occupancy_mse(output.left.occupancy, target_left, "left occupancy")
+               + occupancy_mse(output.right.occupancy, target_right, "right occupancy"))
+    elif occupancy_loss == "bce":
+        for name, out, target in (("left", output.left, target_left), ("right", output.right, target_right)):
+            if tuple(out.logit.shape) != tuple(target.shape):
+                raise ValueError(f"{name} occupancy: prediction {tuple(out.logit.shape)} and target "
+                                 f"{tuple(target.shape)} differ in shape")
+        occ = sum(F.binary_cross_entropy_with_logits(out.logit, target.to(out.logit.dtype))
+                  for out, target in ((output.left, target_left), (output.right, target_right)))
+    else:
+        raise ValueError(f"occupancy_loss: expected 'mse' or 'bce', got {occupancy_loss!r}")
     if pen_weight == 0:
         pen = occ.new_zeros(())
     else:

@@ -61,9 +61,10 @@ def model_config(config: TrainConfig, init_config: InitOccConfig | None = None):
     if config.stage == "ref-occ":
         if init_config is None:
             raise ValueError("init_from: the ref-occ stage needs an init-occ checkpoint (--init-from RUN/best.pt)")
-        return RefOccConfig(official_quirks=config.official_quirks, image_encoder=enc,
+        return RefOccConfig(official_quirks=config.official_quirks, image_encoder=enc, residual=config.refine_residual,
                             init_occ=replace(init_config, official_quirks=config.official_quirks))
-    return KptsRefConfig(encoder=enc, official_quirks=config.official_quirks, img_dim=config.kpts_img_dim)
+    return KptsRefConfig(encoder=enc, official_quirks=config.official_quirks, img_dim=config.kpts_img_dim,
+                         hand_centred=config.kpts_hand_centred, linear_path=config.kpts_linear_path)
 
 
 def set_training_mode(model: nn.Module, config: TrainConfig, training: bool) -> None:
@@ -151,8 +152,10 @@ def ref_occ_train_loss(model: RefOcc, batch: dict, config: TrainConfig, world_si
     out = model(batch["image"], camera_of(batch), hands["left"], hands["right"], batch["left"]["anchors"],
                 batch["right"]["anchors"], batch["left"]["points"], batch["right"]["points"], pen=pen)
     loss = ref_occ_loss(out, batch["left"]["occupancy"], batch["right"]["occupancy"],
-                        pen_weight=config.pen_weight * world_size if pen else 0.0)
-    return LossParts(total=loss.total, parts={"mse": loss.occupancy, "penetration": loss.penetration / world_size})
+                        pen_weight=config.pen_weight * world_size if pen else 0.0,
+                        occupancy_loss=config.occupancy_loss)
+    return LossParts(total=loss.total, parts={config.occupancy_loss: loss.occupancy,
+                                              "penetration": loss.penetration / world_size})
 
 
 def kpts_inputs(batch: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -203,12 +206,79 @@ def _kpts_forward(model: KptsRef, batch: dict, config: TrainConfig, in_l: Tensor
 
 
 def kpts_ref_loss(model: KptsRef, batch: dict, config: TrainConfig, world_size: int) -> LossParts:
-    """Official KptsRef loss: MSE of middle-MCP-relative keypoints (mm), summed over the two hands."""
+    """Official KptsRef loss: MSE of middle-MCP-relative keypoints (mm), summed over the two hands; or, with
+    ``config.kpts_loss == "mpjpe"``, their mean joint distance (mm), summed over the two hands."""
     in_l, in_r, gt_l, gt_r = kpts_inputs(batch)
     out = _kpts_forward(model, batch, config, in_l, in_r, "train")
-    mse_l = torch.mean((_mid_relative(out.left) - _mid_relative(gt_l)) ** 2)
-    mse_r = torch.mean((_mid_relative(out.right) - _mid_relative(gt_r)) ** 2)
+    d_l = _mid_relative(out.left) - _mid_relative(gt_l)
+    d_r = _mid_relative(out.right) - _mid_relative(gt_r)
+    if config.kpts_loss == "mpjpe":
+        # the middle MCP's residual is exactly 0; the epsilon (mm²) keeps the gradient of the root finite
+        e_l, e_r = ((d.pow(2).sum(-1) + 1e-8).sqrt().mean() for d in (d_l, d_r))
+        return LossParts(total=e_l + e_r, parts={"mpjpe_left_mm": e_l, "mpjpe_right_mm": e_r})
+    mse_l, mse_r = torch.mean(d_l ** 2), torch.mean(d_r ** 2)
     return LossParts(total=mse_l + mse_r, parts={"mse_left_mm2": mse_l, "mse_right_mm2": mse_r})
+
+
+def fit_linear_path(model: KptsRef, files: list, *, draws: int, resample_noise: bool, seed: int,
+                    ridge: float = 1e-3) -> dict[str, float]:
+    """Set KptsRef's linear path (``KptsRefConfig.linear_path``) to the ridge least-squares map from each
+    hand's noisy centred keypoints to its keypoint error, fitted on the training samples.
+
+    Rows: per sample `draws` keypoint-error draws of the synthetic error model from its GT joints
+    (`resample_noise`), or its one stored noisy draw. Frame and units as the network reads them: HALO
+    order, camera axes, each hand minus its middle MCP, in ``coord_unit_mm``. The GCN's regressed offsets
+    start at zero, so the network then starts as this linear estimate.
+
+    Args:
+        files: the training sample files (``<side>_joints`` / ``<side>_noisy_joints``: (21, 3), internal
+            order, camera frame, metres).
+        ridge: Tikhonov weight, relative to the number of rows.
+    Returns:
+        per hand the mean joint error (mm, middle-MCP-relative) of the input and of the fit on its rows.
+    """
+    import numpy as np
+
+    from im2hands.data.synth.noise import noisy_keypoints
+
+    cfg = model.config
+    if not cfg.linear_path:
+        raise ValueError("fit_linear_path: the network has no linear path (KptsRefConfig.linear_path)")
+    if draws < 1 or not files:
+        raise ValueError(f"fit_linear_path: need samples and draws >= 1 (got {len(files)} samples, {draws} draws)")
+    rng = np.random.default_rng((seed, 0x6C696E))
+    gt = {s: [] for s in SIDES}
+    noisy = {s: [] for s in SIDES}
+    for f in files:
+        with np.load(f) as z:
+            joints = {s: np.asarray(z[f"{s}_joints"], np.float64) for s in SIDES}
+            stored = {s: np.asarray(z[f"{s}_noisy_joints"], np.float64) for s in SIDES}
+        for _ in range(draws if resample_noise else 1):
+            for s in SIDES:
+                gt[s].append(joints[s])
+                noisy[s].append(noisy_keypoints(rng, joints[s], s) if resample_noise else stored[s])
+    t = {k: {s: torch.from_numpy(np.stack(v[s])) for s in SIDES} for k, v in (("gt", gt), ("noisy", noisy))}
+    kin = network_keypoints(t["noisy"]["left"], t["noisy"]["right"])
+    x_mm = {"left": kin.left_mm, "right": kin.right_mm}
+    report = {}
+    for s in SIDES:
+        g = _mid_relative(to_network_frame(t["gt"][s], kin.left_mid_joint))
+        x = _mid_relative(x_mm[s])
+        a = torch.cat([(x / cfg.coord_unit_mm).flatten(1), x.new_ones(len(x), 1)], dim=1)   # (M, 64)
+        y = ((g - x) / cfg.coord_unit_mm).flatten(1)                                       # (M, 63)
+        # ridge as extra rows; the middle MCP's own (always zero) columns make the plain system rank-deficient,
+        # so solve it by SVD (minimum-norm)
+        reg = (ridge * len(a)) ** 0.5 * torch.eye(a.shape[1], dtype=a.dtype)
+        w = torch.linalg.lstsq(torch.cat([a, reg]), torch.cat([y, y.new_zeros(a.shape[1], y.shape[1])]),
+                               driver="gelsd").solution                                     # (64, 63)
+        lin = getattr(model, f"{s}_linear")
+        with torch.no_grad():
+            lin.weight.copy_(w[:-1].T)
+            lin.bias.copy_(w[-1])
+        fit = x + (a @ w).view_as(x) * cfg.coord_unit_mm
+        report[f"input_mpjpe_{s}_mm"] = float((x - g).norm(dim=-1).mean())
+        report[f"fit_mpjpe_{s}_mm"] = float((_mid_relative(fit) - g).norm(dim=-1).mean())
+    return report
 
 
 # ------------------------------------------------------------------------------------------------ validation
