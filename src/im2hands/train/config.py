@@ -223,13 +223,13 @@ def _compact(stage: str) -> TrainConfig:
                        optim=OptimConfig(lr=3e-4, step_size=400, gamma=0.5), **occ)
     if stage == "ref-occ":
         # the refinement starts as InitOcc (refine_residual) and learns its correction with BCE on the refined
-        # logit; as officially, the bone transforms (and the anchors: `train anchors --transforms-from noisy`)
-        # come from the keypoints the model will be given, so it learns to correct what they get wrong (on the
-        # GT keypoints' transforms there was nothing it learnt to correct in 400 steps: docs/TRAINING.md).
-        # 600 samples: their anchors take ~8 min to precompute on 2 cores; a step takes ~4.3 s (the anchors'
-        # point transformer), so 600 steps are ~45 min
-        return replace(base, batch_size=2, points_per_hand=1024, steps=600, freeze_encoder=True,
-                       transforms_from="noisy", train_samples=600, refine_residual=True, occupancy_loss="bce",
+        # logit, on the GT keypoints' bone transforms with anchors on InitOcc's meshes from them
+        # (`train anchors --transforms-from gt --name gt`); on the noisy keypoints' transforms (official) the
+        # correction it learnt in 200 steps lowered the validation IoU (docs/TRAINING.md, "The compact preset").
+        # 600 samples: their anchors take ~8 min to precompute on 2 cores; a step takes ~4.3 s idle (the
+        # anchors' point transformer), so 400 steps are ~30-45 min
+        return replace(base, batch_size=2, points_per_hand=1024, steps=400, freeze_encoder=True,
+                       transforms_from="gt", train_samples=600, refine_residual=True, occupancy_loss="bce",
                        optim=OptimConfig(lr=3e-4, weight_decay=1e-5, step_size=400, gamma=0.3))
     return replace(base, batch_size=16, steps=1500, freeze_encoder=True, kpts_hand_centred=True, kpts_linear_path=True,
                    resample_noise=True, kpts_loss="mpjpe", kpts_linear_fit_draws=8,
