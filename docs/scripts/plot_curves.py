@@ -42,10 +42,14 @@ def panel(draw: ImageDraw.ImageDraw, x0: int, title: str, pts: list[tuple[int, f
     def xy(s: int, v: float) -> tuple[float, float]:
         return left + w * s / smax, top + h * (1 - (v - lo) / (hi - lo))
 
+    # enough significant digits that the three labels differ (a flat curve spans only ~1e-4)
+    digits = 3
+    while digits < 8 and len({f"{lo + f * (hi - lo):.{digits}g}" for f in (0.0, 0.5, 1.0)}) < 3:
+        digits += 1
     for frac in (0.0, 0.5, 1.0):
         v = lo + frac * (hi - lo)
         _, y = xy(0, v)
-        draw.text((x0 + 4, y - 6), f"{v:.3g}", fill=(80, 80, 80))
+        draw.text((x0 + 4, y - 6), f"{v:.{digits}g}", fill=(80, 80, 80))
     draw.text((left + w - 40, top + h + 6), f"{smax} steps", fill=(80, 80, 80))
     draw.line([xy(s, v) for s, v in pts], fill=(200, 60, 40), width=2)
     for s, v in pts:

@@ -23,6 +23,7 @@ stage() {   # stage NAME OUT [extra args...]: train unless OUT holds a finished 
 
 stage halo "$RUNS/halo"
 stage init-occ "$RUNS/init" --init-from "$RUNS/halo/best.pt"
-$IM2HANDS train anchors --checkpoint "$RUNS/init/best.pt" --data "$DATA" --transforms-from noisy --limit 600 --no-progress
+# RefOcc's anchors: InitOcc's meshes from the GT keypoints' bone transforms (the preset's transforms_from)
+$IM2HANDS train anchors --checkpoint "$RUNS/init/best.pt" --data "$DATA" --transforms-from gt --name gt --limit 600 --no-progress
 stage kpts-ref "$RUNS/kpts" --init-from "$RUNS/init/best.pt"
-stage ref-occ "$RUNS/ref" --init-from "$RUNS/init/best.pt"
+stage ref-occ "$RUNS/ref" --init-from "$RUNS/init/best.pt" --anchors-dir "$DATA/anchors/gt"

@@ -269,6 +269,8 @@ def test_hand_centred_starts_as_identity_and_each_hand_is_translation_equivarian
         shift = torch.tensor([-80.0, 25.0, 300.0])
         moved = model(image, kl, kr + shift)      # the right hand moved: same refinement, moved with it
     assert (out.right - kr).abs().max() > 1e-2
+    torch.testing.assert_close(out.right.mean(1), kr.mean(1))      # each hand keeps its mean joint position
+    torch.testing.assert_close(out.left.mean(1), kl.mean(1))
     torch.testing.assert_close(moved.right, out.right + shift, atol=1e-3, rtol=0)
     torch.testing.assert_close(moved.left, out.left, atol=1e-4, rtol=0)
     # offsets come out in units of coord_unit_mm: the same weights at half the unit give half the offsets
@@ -305,7 +307,8 @@ def test_linear_path_adds_a_linear_map_of_the_centred_hand():
         model.right_linear.bias.normal_(0, 0.1)
         out, base = model(image, kl, kr), plain(image, kl, kr)
         centred = (kr - kr[:, 4:5]) / cfg.coord_unit_mm          # HALO joint 4: the middle MCP
-        want = base.right + cfg.coord_unit_mm * model.right_linear(centred.flatten(1)).view(1, 21, 3)
+        lin = model.right_linear(centred.flatten(1)).view(1, 21, 3)
+        want = base.right + cfg.coord_unit_mm * (lin - lin.mean(1, keepdim=True))   # mean joint stays in place
     torch.testing.assert_close(out.right, want, atol=1e-3, rtol=1e-5)
     torch.testing.assert_close(out.left, base.left)               # the left path is still zero
 

@@ -277,9 +277,11 @@ class KptsRefConfig:
     """False (official): both hands' coordinates enter the embedding as given, in mm relative to the *left*
     middle MCP, so the right hand's joints carry the hands' 10-20 cm offset and the embedding must resolve
     millimetres on top of it. True (needs the offset regression of the default mode): each hand is embedded
-    relative to its own middle MCP in units of ``coord_unit_mm``, the regressed offsets are in the same unit,
-    and a new network's last regression layers start at zero (it returns its input until trained). The
-    refined keypoints stay in the input frame either way; parameter names and shapes are unchanged."""
+    relative to its own middle MCP in units of ``coord_unit_mm``, the regressed offsets are in the same unit
+    and sum to zero over the joints (each hand keeps its input mean joint position: the training loss is
+    middle-MCP-relative, so it never learns a hand's translation), and a new network's last regression layers
+    start at zero (it returns its input until trained). The refined keypoints stay in the input frame either
+    way; parameter names and shapes are unchanged."""
     coord_unit_mm: float = 100.0
     """With ``hand_centred``: the unit of the embedded coordinates and regressed offsets (100 mm: a hand
     spans about +-1)."""
@@ -407,6 +409,11 @@ class KptsRef(nn.Module):
         if self.config.linear_path:
             out_left = out_left + self.left_linear(emb_left.flatten(1)).view_as(out_left)
             out_right = out_right + self.right_linear(emb_right.flatten(1)).view_as(out_right)
+        if self.config.hand_centred:
+            # the loss is middle-MCP-relative, so a hand's translation is never learnt: keep the input's mean
+            # joint position, which averages the joints' independent errors (a better anchor than one joint)
+            out_left = out_left - out_left.mean(dim=1, keepdim=True)
+            out_right = out_right - out_right.mean(dim=1, keepdim=True)
         if not self.config.official_quirks:   # fix: an offset from the input (the yaml's offset_prediction)
             out_left = out_left * unit + kpts_left.to(out_left.dtype)
             out_right = out_right * unit + kpts_right.to(out_right.dtype)
