@@ -202,6 +202,22 @@ def test_residual_starts_as_initocc_and_adds_the_correction(default_model, input
         RefOccConfig(residual=1)
 
 
+def test_runs_under_bf16_autocast_with_the_frozen_initocc_in_float32(default_model, inputs):
+    """Training with ``--precision bf16`` autocasts the forward; the frozen InitOcc (float32 buffers inside its
+    stacked part decoders) must stay float32 and give the same initial occupancy as without autocast."""
+    m = default_model
+    args = (inputs.image, inputs.camera, inputs.left, inputs.right, inputs.anchors_cam_left, inputs.anchors_cam_right)
+    pl, pr = inputs.points_left[:, :64], inputs.points_right[:, :64]
+    with torch.no_grad():
+        ref = m.decode(m.encode_camera(*args), pl, pr, pen=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m.decode(m.encode_camera(*args), pl, pr, pen=True)
+    for a, b in ((out.left, ref.left), (out.pen_right, ref.pen_right)):
+        assert a.init_occupancy.dtype == torch.float32
+        torch.testing.assert_close(a.init_occupancy, b.init_occupancy)
+        assert torch.isfinite(a.logit).all() and float((a.logit.float() - b.logit).abs().max()) < 0.5
+
+
 # -------------------------------------------------------------------------------------------- errors
 
 

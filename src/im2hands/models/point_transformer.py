@@ -542,7 +542,9 @@ class PointTransformerDecoderOcc(nn.Module):
         b, n, _ = xyz_q.shape
         work = None
         step = max(1, chunk_size // max(b, 1))  # queries per batch row and chunk
-        if not torch.is_grad_enabled():  # reuse three scratch buffers across chunks (no autograd)
+        # reuse three scratch buffers across chunks (no autograd; not under autocast, whose products would not
+        # match the float32 buffers)
+        if not torch.is_grad_enabled() and not torch.is_autocast_enabled(xyz_q.device.type):
             rows = b * min(n, step) * self.ct1.nneigh
             if scratch is not None and scratch.shape[0] == 3 and scratch.shape[1] >= rows \
                     and scratch.shape[2] == self.dim:

@@ -310,8 +310,8 @@ class RefOcc(nn.Module):
         self._check_encode(image, camera, left, right, anchors_cam_left, anchors_cam_right)
         official = self.config.official_quirks
         intrinsics = camera.K.float()
-        with torch.no_grad():
-            init_enc = self.init_occ.encode(image, camera)
+        with torch.no_grad(), torch.autocast(image.device.type, enabled=False):   # frozen: float32 (see decode)
+            init_enc = self.init_occ.encode(image.float(), camera)
         img_feat, img_global = self.image_maps(image)
         cams = {"left": anchors_cam_left.float(), "right": anchors_cam_right.float()}
         feat, flip = {}, {}
@@ -395,9 +395,12 @@ class RefOcc(nn.Module):
         logits, inits = [], []
         for s in range(0, n, step):
             chunk = points[:, s:s + step]
-            cam = frame_hand.to_camera(chunk, frame_side, encoding.camera)   # once per chunk, for both nets
+            with torch.autocast(points.device.type, enabled=False):   # positions in float32 even under autocast
+                cam = frame_hand.to_camera(chunk, frame_side, encoding.camera)   # once per chunk, for both nets
             lead = 1 if (s > 0 and self.config.official_quirks) else 0
-            with torch.no_grad():
+            # the frozen InitOcc runs in float32 even under autocast (its stacked part decoders write into
+            # float32 buffers); it is not trained, so mixed precision would gain nothing there
+            with torch.no_grad(), torch.autocast(points.device.type, enabled=False):
                 init_pts = torch.cat([points[:, :1], chunk], dim=1) if lead else chunk
                 init_cam = torch.cat([cam0, cam], dim=1) if lead else cam
                 init_out = self.init_occ.decode(encoding.init_occ, hand, init_pts, side, pen=pen, other=other,
@@ -436,7 +439,8 @@ class RefOcc(nn.Module):
         for side in SIDES:
             self._check_points(encoding, points[side], f"points_{side}")
         scratch = None
-        if not torch.is_grad_enabled():  # one decoder scratch buffer for every chunk of this call
+        # one decoder scratch buffer for every chunk of this call (not under autocast: see the decoder)
+        if not torch.is_grad_enabled() and not torch.is_autocast_enabled(points_left.device.type):
             most = max(points_left.shape[0] * points_left.shape[1], points_right.shape[0] * points_right.shape[1])
             scratch = self.trans_dec.scratch(min(most, self.config.chunk_points), encoding.img_feat)
         main = {s: self._decode_hand(encoding, s, points[s], pen=False, scratch=scratch) for s in SIDES}

@@ -194,7 +194,8 @@ class FeatureCache:
             for n, j in enumerate(missing):
                 self.store[keys[j]] = tuple(x[n].to("cpu", torch.float16) for x in
                                             (f.img_fmaps[-1], f.hms_fmaps[-1], f.dp_fmaps[-1]))
-        maps = [torch.stack([self.store[k][m] for k in keys]).to(images.device, images.dtype) for m in range(3)]
+        with torch.autocast(images.device.type, enabled=False):   # stored float16; autocast would refuse it
+            maps = [torch.stack([self.store[k][m] for k in keys]).to(images.device, images.dtype) for m in range(3)]
         return ImageFeatures(img_fmaps=(maps[0],), hms_fmaps=(maps[1],), dp_fmaps=(maps[2],), hms=None, mask=None, dp=None)
 
 
