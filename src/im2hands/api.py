@@ -297,7 +297,7 @@ class Im2Hands:
         lattice: extraction lattice (default 32^3 start, 3 upsampling steps: 257^3, box +-0.55).
         seed: seed of the anchor sampling.
         bf16_decoder: run RefOcc's decoder products in bfloat16 (``RefOccConfig.bf16_decoder``: faster on CPUs
-            with native bfloat16, logits within ~1e-3); None keeps the network's setting (off unless set).
+            with native bfloat16, slightly different logits: docs/PERFORMANCE.md); None keeps the network's setting (off unless set).
     """
 
     def __init__(self, *, init_occ: InitOcc | None = None, ref_occ: RefOcc | None = None,

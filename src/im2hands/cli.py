@@ -81,8 +81,8 @@ def _add_demo(sub) -> None:
     _add_metric_points_argument(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--bf16", action="store_true",
-                   help="run RefOcc's decoder products in bfloat16 (faster on CPUs with native bfloat16; "
-                        "logits within ~1e-3; docs/PERFORMANCE.md)")
+                   help="run RefOcc's decoder products in bfloat16 (faster on CPUs with native bfloat16, "
+                        "slightly different logits; docs/PERFORMANCE.md)")
     p.set_defaults(run=_run_demo)
 
 
@@ -266,8 +266,8 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--format", choices=("ply", "obj"), default="ply", help="mesh file format (default ply)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--bf16", action="store_true",
-                   help="run RefOcc's decoder products in bfloat16 (faster on CPUs with native bfloat16; "
-                        "logits within ~1e-3; docs/PERFORMANCE.md)")
+                   help="run RefOcc's decoder products in bfloat16 (faster on CPUs with native bfloat16, "
+                        "slightly different logits; docs/PERFORMANCE.md)")
     p.add_argument("--no-pictures", action="store_true",
                    help="skip OUT/overlay.png (meshes over the crop) and, for --inputs, OUT/contact_sheet.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
