@@ -9,7 +9,8 @@ call runs the real InitOcc / RefOcc decode on its points and then answers with t
 hand layout, ``tests/mesh/fields.py::hand_field``; the refined field is the same hand 0.004 query units
 (1.6 mm) thicker, threshold 0.45). Input: one synthetic sample (image, intrinsics, keypoints).
 
-``--bf16`` adds the same with RefOcc's decoder products in bfloat16 (``RefOccConfig.bf16_decoder``);
+``--bf16`` adds the same in the bfloat16 fast mode (``Im2Hands(bf16=True)``: InitOcc's part decoders, RefOcc's
+decoder products and anchor encoder);
 ``--shipped`` adds the shipped model (compact preset: a half-width ResNet-18 encoder, official-size decoders)
 with its trained weights on the sample's real fields (fp32 and, with ``--bf16``, bf16).
 
@@ -43,7 +44,7 @@ def _field(radius_delta: float):
 
 
 def build(mode: str):
-    from im2hands.models.init_occ import InitOcc, InitOccOutput
+    from im2hands.models.init_occ import InitOcc, InitOccConfig, InitOccOutput
     from im2hands.models.ref_occ import HandOutput, RefOcc, RefOccConfig, RefOccOutput
 
     initial_field, refined_field = _field(0.0), _field(0.004)
@@ -69,14 +70,17 @@ def build(mode: str):
                                 right=HandOutput(occ["right"], out.right.logit, out.right.init_occupancy),
                                 pen_left=out.pen_left, pen_right=out.pen_right)
 
-        def encode(self, image, camera, left, right, anchors_left, anchors_right):
+        def encode(self, image, camera, left, right, anchors_left, anchors_right, **kw):
             self._image, self._anchors = image, (anchors_left, anchors_right)
-            return super().encode(image, camera, left, right, anchors_left, anchors_right)
+            return super().encode(image, camera, left, right, anchors_left, anchors_right, **kw)
 
     torch.manual_seed(0)
-    init = BenchInitOcc().eval()
-    ref = BenchRefOcc(RefOccConfig(bf16_decoder=mode.endswith("bf16"))).eval()
+    init = BenchInitOcc(InitOccConfig(bf16_decoder=mode.endswith("bf16"))).eval()
+    bf16 = mode.endswith("bf16")
+    ref = BenchRefOcc(RefOccConfig(bf16_decoder=bf16, bf16_encoder=bf16, init_occ=init.config)).eval()
     ref.init_occ.load_state_dict(init.state_dict())
+    if not reencode:   # one InitOcc, as in a trained bundle: the refined stage reuses its encoding and values
+        ref.init_occ = init
     return init, ref
 
 
@@ -93,7 +97,7 @@ def child(mode: str, sample_path: str, threads: int, repeats: int) -> dict:
     crop = Crop(image=np.asarray(s["image"]), K=np.asarray(s["camera_K"], np.float64), box=(0.0, 0.0, 256.0))
     joints = {side: np.asarray(s[f"{side}_joints"], np.float64) for side in ("right", "left")}
     if mode.startswith("shipped"):
-        model = Im2Hands.pretrained("cpu", lattice=Lattice(32, 3), bf16_decoder=mode.endswith("bf16"))
+        model = Im2Hands.pretrained("cpu", lattice=Lattice(32, 3), bf16=mode.endswith("bf16"))
     else:
         init, ref = build(mode)
         model = Im2Hands(init_occ=init, ref_occ=ref, lattice=Lattice(32, 3), device="cpu")

@@ -12,6 +12,7 @@ Measured in one process (figures are the best of ``--repeats`` runs; the machine
 - peak resident memory during each phase (sampled every 5 ms), incl. a large point count for the fast path.
 
 Usage: PYTHONPATH=src python benchmarks/bm_ref_occ.py [--points 100000] [--baseline-points 20000]
+       PYTHONPATH=src python benchmarks/bm_ref_occ.py --decoder-chunks 16384 4096 1024 --repeats 3
 """
 
 from __future__ import annotations
@@ -92,6 +93,24 @@ def decoder_only(model, enc, pts, side, *, fast: bool) -> None:
     return run
 
 
+def decoder_chunks(model, enc, pts, chunks, repeats) -> None:
+    """Points/s of the refinement decoder alone per chunk size, float32 and bf16 products."""
+    feat, xyz = model.query_features(enc, pts, "left")
+    qfeat = torch.cat([feat, torch.rand_like(feat)], dim=2)
+    cache = enc.hand("left").cache
+    n = pts.shape[1]
+    for bf16 in (False, True):
+        figures = []
+        for chunk in chunks:
+            scratch = model.trans_dec.scratch(chunk, xyz)
+            t = best_of(repeats, lambda: model.trans_dec(xyz, qfeat, cache, chunk_size=chunk, scratch=scratch,
+                                                         bf16=bf16))
+            figures.append(f"{chunk}: {n / t / 1e3:.1f}k")
+        print(f"decoder alone, {'bf16' if bf16 else 'float32'} products, points/s per chunk size: "
+              + ", ".join(figures))
+    print(f"load average at end: {open('/proc/loadavg').read().split()[:3]} (2 cores)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=100_000, help="query points per hand (fast path)")
@@ -99,6 +118,9 @@ def main():
     ap.add_argument("--baseline-points", type=int, default=20_000,
                     help="per hand for the straightforward baseline (unchunked: memory grows with N)")
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats per figure (the best is kept)")
+    ap.add_argument("--decoder-chunks", type=int, nargs="*", default=[],
+                    help="only time the refinement decoder alone (40,000 points, one hand, float32 and bf16 "
+                         "products, one reused scratch buffer as in RefOcc.decode) at these chunk sizes")
     a = ap.parse_args()
 
     from im2hands.official.check import Golden
@@ -117,6 +139,9 @@ def main():
         model.encode_camera(*args)                                                 # warm-up
         t_enc = best_of(a.repeats, lambda: model.encode_camera(*args))
         enc = model.encode_camera(*args)
+        if a.decoder_chunks:
+            decoder_chunks(model, enc, pts["left"][:, :40_000], a.decoder_chunks, a.repeats)
+            return
         model.decode(enc, pts["left"][:, :4096], pts["right"][:, :4096])           # warm-up
 
         def fast(k):

@@ -188,8 +188,9 @@ def test_checkpoints_round_trip_and_every_stage_runs(sample, small, tmp_path):
     info = json.loads((tmp_path / "out" / "result.json").read_text())
     assert info["stages"]["refined"]["evaluations"]["left"] == res.stages["refined"].evaluations["left"]
     # bf16 decoder products: set on the loaded RefOcc only; the refined meshes stay the float32 ones'
-    fast = Im2Hands.from_checkpoint(tmp_path / "run", lattice=Lattice(8, 2), device="cpu", bf16_decoder=True)
-    assert fast.ref_occ.config.bf16_decoder and not model.ref_occ.config.bf16_decoder
+    fast = Im2Hands.from_checkpoint(tmp_path / "run", lattice=Lattice(8, 2), device="cpu", bf16=True)
+    assert fast.ref_occ.config.bf16_decoder and fast.ref_occ.config.bf16_encoder
+    assert not (model.ref_occ.config.bf16_decoder or model.ref_occ.config.bf16_encoder)
     res16 = fast.reconstruct_crop(_crop(sample), _joints(sample), refine_keypoints=False)
     for side in ("right", "left"):
         a, b = res.mesh("refined", side).vertices, res16.mesh("refined", side).vertices
@@ -278,3 +279,77 @@ def test_overlay_puts_the_known_meshes_on_the_hands(sample):
     hands = np.asarray(sample["mask"]) > 0
     iou = (drawn & hands).sum() / (drawn | hands).sum()
     assert iou > 0.9, iou
+
+
+def test_refined_stage_reuses_the_initial_values(sample, small, monkeypatch):
+    """The refined stage takes the initial stage's encoding and InitOcc values at the lattice points both
+    evaluate: the same refined meshes, with the frozen InitOcc run on far fewer points."""
+    init, ref, _ = small
+    model = Im2Hands(init_occ=init, ref_occ=ref, lattice=Lattice(8, 2))
+    assert model.reuse_initial   # same class, configuration and weights
+    decoded, encoded = [], []
+    decode, encode = ref.init_occ.decode, ref.init_occ.encode
+    monkeypatch.setattr(ref.init_occ, "decode", lambda *a, **kw: decoded.append(a[2].shape[1]) or decode(*a, **kw))
+    monkeypatch.setattr(ref.init_occ, "encode", lambda *a, **kw: encoded.append(1) or encode(*a, **kw))
+    reused = model.reconstruct_crop(_crop(sample), _joints(sample), refine_keypoints=False)
+    n_reused, enc_reused = sum(decoded), len(encoded)
+    decoded.clear(), encoded.clear()
+    model.reuse_initial = False
+    fresh = model.reconstruct_crop(_crop(sample), _joints(sample), refine_keypoints=False)
+    assert (enc_reused, len(encoded)) == (0, 1)
+    assert reused.stages["refined"].evaluations == fresh.stages["refined"].evaluations
+    assert sum(decoded) == sum(fresh.stages["refined"].evaluations.values())
+    # the frozen InitOcc ran exactly on the refined points the initial stage had not evaluated
+    lat = Lattice(8, 2)
+    new = 0
+    for ini, ref_ext in zip(reused.stages["initial"].extractions, reused.stages["refined"].extractions):
+        seen = lat.index_key(ini.evaluated_points()[0]).numpy()
+        new += len(np.setdiff1d(lat.index_key(ref_ext.evaluated_points()[0]).numpy(), seen))
+    assert n_reused == new < sum(decoded)
+    for side in ("right", "left"):
+        a, b = reused.mesh("refined", side), fresh.mesh("refined", side)
+        np.testing.assert_array_equal(a.faces, b.faces)
+        np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-5)
+
+
+def test_reuse_needs_the_same_initial_network(small):
+    import copy
+
+    init, ref, _ = small
+    other = copy.deepcopy(init)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    assert not Im2Hands(init_occ=other, ref_occ=ref).reuse_initial
+    assert Im2Hands(ref_occ=ref).reuse_initial   # the frozen InitOcc itself
+
+
+def test_known_initial_values_give_the_same_refined_occupancy(sample, small):
+    from im2hands.models.ref_occ import InitialValues
+
+    init, ref, _ = small
+    model = Im2Hands(init_occ=init, ref_occ=ref)
+    hands = model._hand_inputs(_joints(sample))
+    from im2hands.data.dataset import normalise_image
+    from im2hands.hand.camera import Camera
+
+    cam = Camera(K=torch.tensor(_crop(sample).K, dtype=torch.float32)[None], R=torch.eye(3)[None], T=torch.zeros(1, 3))
+    image = normalise_image(np.asarray(sample["image"]))[None]
+    g = torch.Generator().manual_seed(3)
+    pts = {s: (torch.rand(1, 300, 3, generator=g) - 0.5) * 0.6 for s in ("left", "right")}
+    anchors = {s: (torch.rand(1, 512, 3, generator=g) - 0.5) * 0.3 for s in ("left", "right")}
+    with torch.no_grad():
+        enc = ref.encode(image, cam, hands["left"], hands["right"], anchors["left"], anchors["right"])
+        plain = ref.decode(enc, pts["left"], pts["right"])
+        known = {}
+        for s in ("left", "right"):
+            out = ref.init_occ.decode(enc.init_occ, hands[s], pts[s], s)
+            occ = out.occupancy.clone()
+            occ[:, ::2] = float("nan")   # every other value unknown: the network fills them in
+            known[s] = InitialValues(occupancy=occ, max_logit=out.part_logits.amax(-1))
+        given = ref.decode(enc, pts["left"], pts["right"], known_left=known["left"], known_right=known["right"])
+    for s in ("left", "right"):
+        a, b = getattr(plain, s), getattr(given, s)
+        torch.testing.assert_close(b.init_occupancy, a.init_occupancy, rtol=0, atol=1e-6)
+        torch.testing.assert_close(b.logit, a.logit, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="known_left.occupancy: expected shape"):
+        ref.decode(enc, pts["left"], pts["right"], known_left=InitialValues(occupancy=occ[:, :5], max_logit=occ))

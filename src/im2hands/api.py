@@ -38,7 +38,7 @@ from im2hands.models.bundle import SHIPPED_BUNDLE, read_networks
 from im2hands.models.checkpoint import build_model, check_state_dict, expected_shapes
 from im2hands.models.init_occ import HandInputs, InitOcc
 from im2hands.models.kpts_ref import KptsRef, network_keypoints, network_to_camera
-from im2hands.models.ref_occ import RefOcc
+from im2hands.models.ref_occ import InitialValues, RefOcc
 
 Stage = Literal["initial", "refined"]
 STAGES: tuple[Stage, ...] = ("initial", "refined")
@@ -286,6 +286,53 @@ def save_reconstruction(result: Reconstruction, out: str | Path, *, mesh_format:
 
 
 # ------------------------------------------------------------------------------------------------- model
+def _same_network(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two networks compute the same function: the same module, or the same class and configuration
+    with equal weights and buffers."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or getattr(a, "config", None) != getattr(b, "config", None):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k].to(sa[k].device))
+        for k in sa)
+
+
+class _InitialCache:
+    """The initial stage's InitOcc values of one hand, by lattice point, for the refined stage to reuse."""
+
+    def __init__(self, lattice: Lattice):
+        self.lattice = lattice
+        self._parts: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._table: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def add(self, points: Tensor, occupancy: Tensor, max_logit: Tensor) -> None:
+        """(N, 3) lattice points (query units) and their (N,) occupancy and max part logit."""
+        keys = self.lattice.index_key(self.lattice.query_to_index(points))
+        self._parts.append((keys, occupancy.float(), max_logit.float()))
+        self._table = None
+
+    def lookup(self, points: Tensor) -> InitialValues:
+        """(1, N) :class:`InitialValues` of (N, 3) lattice points: NaN occupancy where not seen."""
+        if self._table is None:
+            if self._parts:
+                keys, occ, logit = (torch.cat(t) for t in zip(*self._parts))
+            else:
+                keys = torch.zeros(0, dtype=torch.long, device=points.device)
+                occ = logit = torch.zeros(0, device=points.device)
+            order = torch.argsort(keys)
+            self._table = (keys[order], occ[order], logit[order])
+        keys, occ, logit = self._table
+        want = self.lattice.index_key(self.lattice.query_to_index(points))
+        at = torch.searchsorted(keys, want).clamp(max=max(len(keys) - 1, 0))
+        hit = (keys[at] == want) if len(keys) else torch.zeros_like(want, dtype=torch.bool)
+        nan = torch.full((len(want),), float("nan"), device=points.device)
+        found_occ = torch.where(hit, occ[at], nan) if len(keys) else nan
+        found_logit = torch.where(hit, logit[at], nan) if len(keys) else nan
+        return InitialValues(occupancy=found_occ[None], max_logit=found_logit[None])
+
+
 class Im2Hands:
     """Im2Hands inference: networks, extraction settings, and :meth:`reconstruct`.
 
@@ -296,13 +343,15 @@ class Im2Hands:
         device: where the networks run (default: where their weights are).
         lattice: extraction lattice (default 32^3 start, 3 upsampling steps: 257^3, box +-0.55).
         seed: seed of the anchor sampling.
-        bf16_decoder: run RefOcc's decoder products in bfloat16 (``RefOccConfig.bf16_decoder``: faster on CPUs
-            with native bfloat16, slightly different logits: docs/PERFORMANCE.md); None keeps the network's setting (off unless set).
+        bf16: bfloat16 fast mode: InitOcc's part decoders (``InitOccConfig.bf16_decoder``), RefOcc's decoder
+            products and its anchor encoder (``RefOccConfig.bf16_decoder``, ``bf16_encoder``) in bfloat16:
+            faster on CPUs with native bfloat16, slightly different logits (docs/PERFORMANCE.md); None keeps
+            the networks' settings (off unless set).
     """
 
     def __init__(self, *, init_occ: InitOcc | None = None, ref_occ: RefOcc | None = None,
                  kpts_ref: KptsRef | None = None, device: torch.device | str | None = None,
-                 lattice: Lattice = Lattice(), seed: int = 0, bf16_decoder: bool | None = None):
+                 lattice: Lattice = Lattice(), seed: int = 0, bf16: bool | None = None):
         if init_occ is None and ref_occ is None:
             raise ValueError("init_occ, ref_occ: at least one occupancy network is needed")
         if init_occ is None:
@@ -310,15 +359,26 @@ class Im2Hands:
         self.device = torch.device(device) if device is not None else next(init_occ.parameters()).device
         self.init_occ = init_occ.to(self.device).eval()
         self.ref_occ = ref_occ.to(self.device).eval() if ref_occ is not None else None
-        if bf16_decoder is not None and self.ref_occ is not None:
-            self.ref_occ.config = replace(self.ref_occ.config, bf16_decoder=bool(bf16_decoder))
+        if bf16 is not None:
+            for net in {id(n): n for n in (self.init_occ, getattr(self.ref_occ, "init_occ", None)) if n}.values():
+                net.config = replace(net.config, bf16_decoder=bool(bf16))
+            if self.ref_occ is not None:
+                self.ref_occ.config = replace(self.ref_occ.config, bf16_decoder=bool(bf16), bf16_encoder=bool(bf16),
+                                              init_occ=self.ref_occ.init_occ.config)
         self.kpts_ref = kpts_ref.to(self.device).eval() if kpts_ref is not None else None
         self.lattice = lattice
         self.seed = seed
+        self.reuse_initial = self.ref_occ is not None and _same_network(self.init_occ, self.ref_occ.init_occ) \
+            and not self.ref_occ.config.official_quirks
+        """Whether the refined stage reuses the initial stage's image encoding and its InitOcc values at the
+        lattice points both stages evaluate, instead of running RefOcc's frozen InitOcc again there: only when
+        that frozen InitOcc is the initial network (the same module, or the same class, configuration and
+        weights at construction) and in the default mode (officially a query's initial value depends on the
+        first query of its call)."""
 
     @classmethod
     def from_checkpoint(cls, *paths: str | Path, device: torch.device | str | None = None,
-                        lattice: Lattice = Lattice(), seed: int = 0, bf16_decoder: bool | None = None) -> Im2Hands:
+                        lattice: Lattice = Lattice(), seed: int = 0, bf16: bool | None = None) -> Im2Hands:
         """Load our checkpoints (and converted official ones; ``official_quirks`` follows each checkpoint).
 
         Args:
@@ -352,11 +412,11 @@ class Im2Hands:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return cls(init_occ=nets.get("init_occ"), ref_occ=nets.get("ref_occ"), kpts_ref=nets.get("kpts_ref"),
-                   device=device, lattice=lattice, seed=seed, bf16_decoder=bf16_decoder)
+                   device=device, lattice=lattice, seed=seed, bf16=bf16)
 
     @classmethod
     def pretrained(cls, device: torch.device | str | None = None, *, lattice: Lattice = Lattice(),
-                   seed: int = 0, bf16_decoder: bool | None = None) -> Im2Hands:
+                   seed: int = 0, bf16: bool | None = None) -> Im2Hands:
         """The model shipped with the package (:data:`~im2hands.models.bundle.SHIPPED_BUNDLE`: InitOcc, RefOcc
         and KptsRef of the ``compact`` preset, ``docs/RECONSTRUCT.md``); arguments as :meth:`from_checkpoint`."""
         if not SHIPPED_BUNDLE.is_file():
@@ -364,7 +424,7 @@ class Im2Hands:
                 f"the shipped model {SHIPPED_BUNDLE} is not in this installation; build it from trained checkpoints "
                 "with docs/scripts/ship_model.py, or load checkpoints with Im2Hands.from_checkpoint(...)")
         return cls.from_checkpoint(SHIPPED_BUNDLE, device=device, lattice=lattice, seed=seed,
-                                   bf16_decoder=bf16_decoder)
+                                   bf16=bf16)
 
     # --------------------------------------------------------------------------------------------- helpers
     def _tensor(self, x, dtype=torch.float32) -> Tensor:
@@ -479,9 +539,20 @@ class Im2Hands:
         enc = self.init_occ.encode(img, cam)
         t_enc = time.perf_counter() - t
 
+        reuse = self.reuse_initial and "refined" in stages
+        seen: dict[Side, _InitialCache] = {s: _InitialCache(lattice) for s in SIDES}
+
         def initial_fn(points: list[Tensor]) -> list[Tensor]:
-            return [self.init_occ.decode(enc, hands[s], p[None], s).occupancy[0] if len(p) else p.new_zeros(0)
-                    for s, p in zip(SIDES, points)]
+            values = []
+            for s, p in zip(SIDES, points):
+                if not len(p):
+                    values.append(p.new_zeros(0))
+                    continue
+                out = self.init_occ.decode(enc, hands[s], p[None], s)
+                if reuse:
+                    seen[s].add(p, out.occupancy[0], out.part_logits[0].amax(dim=-1))
+                values.append(out.occupancy[0])
+            return values
 
         initial = extract_meshes(initial_fn, 2, lattice=lattice, threshold=THRESHOLDS["initial"], device=self.device)
         timings["initial"] = time.perf_counter() - t
@@ -501,11 +572,13 @@ class Im2Hands:
                                                             seed=self.seed + k))[None]
             timings["anchors"] = time.perf_counter() - t
             t = time.perf_counter()
-            ref_enc = self.ref_occ.encode(img, cam, hands["left"], hands["right"], anchors["left"], anchors["right"])
+            ref_enc = self.ref_occ.encode(img, cam, hands["left"], hands["right"], anchors["left"], anchors["right"],
+                                          **({"init_encoding": enc} if reuse else {}))
             t_ref_enc = time.perf_counter() - t
 
             def refined_fn(points: list[Tensor]) -> list[Tensor]:
-                out = self.ref_occ.decode(ref_enc, points[1][None], points[0][None])
+                known = {f"known_{s}": seen[s].lookup(p) for s, p in zip(SIDES, points)} if reuse else {}
+                out = self.ref_occ.decode(ref_enc, points[1][None], points[0][None], **known)
                 return [out.right.occupancy[0], out.left.occupancy[0]]
 
             if seeded_refinement:

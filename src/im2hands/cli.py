@@ -81,8 +81,9 @@ def _add_demo(sub) -> None:
     _add_metric_points_argument(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--bf16", action="store_true",
-                   help="run RefOcc's decoder products in bfloat16 (faster on CPUs with native bfloat16, "
-                        "slightly different logits; docs/PERFORMANCE.md)")
+                   help="bfloat16 fast mode: InitOcc's part decoders, RefOcc's decoder products and anchor "
+                        "encoder in bfloat16 (faster on CPUs with native bfloat16, slightly different logits; "
+                        "docs/PERFORMANCE.md)")
     p.set_defaults(run=_run_demo)
 
 
@@ -104,7 +105,7 @@ def _run_demo(args) -> int:
     run = run_demo(args.out, inputs=inputs, model=args.model, device=args.device,
                    lattice=Lattice(args.resolution, args.upsampling_steps),
                    metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n),
-                   bf16_decoder=True if args.bf16 else None)
+                   bf16=True if args.bf16 else None)
     return 1 if run.failures else 0
 
 
@@ -266,8 +267,9 @@ def _add_reconstruct(sub) -> None:
     p.add_argument("--format", choices=("ply", "obj"), default="ply", help="mesh file format (default ply)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--bf16", action="store_true",
-                   help="run RefOcc's decoder products in bfloat16 (faster on CPUs with native bfloat16, "
-                        "slightly different logits; docs/PERFORMANCE.md)")
+                   help="bfloat16 fast mode: InitOcc's part decoders, RefOcc's decoder products and anchor "
+                        "encoder in bfloat16 (faster on CPUs with native bfloat16, slightly different logits; "
+                        "docs/PERFORMANCE.md)")
     p.add_argument("--no-pictures", action="store_true",
                    help="skip OUT/overlay.png (meshes over the crop) and, for --inputs, OUT/contact_sheet.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -314,7 +316,7 @@ def _run_reconstruct(args) -> int:
     inputs = [(name, img, *load_keypoints_json(kp), load_camera_json(cam)) for name, img, kp, cam in jobs]
     model = Im2Hands.from_checkpoint(*args.checkpoint, device=args.device,
                                      lattice=Lattice(args.resolution, args.upsampling_steps),
-                                     bf16_decoder=True if args.bf16 else None)
+                                     bf16=True if args.bf16 else None)
     refine = {"auto": None, "yes": True, "no": False}[args.refine_keypoints]
     failed = 0
     sheet_rows, sheet_labels = [], []
@@ -377,6 +379,9 @@ def _add_evaluate(sub) -> None:
     _add_lattice_arguments(p)
     _add_metric_points_argument(p)
     p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--bf16", action="store_true",
+                   help="reconstruct in the bfloat16 fast mode (faster on CPUs with native bfloat16; "
+                        "docs/PERFORMANCE.md)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_run_evaluate)
 
@@ -391,7 +396,7 @@ def _run_evaluate(args) -> int:
         refine_keypoints={"auto": None, "yes": True, "no": False}[args.refine_keypoints], limit=args.limit,
         workers=args.workers, threads=args.threads, resolution_0=args.resolution, upsampling_steps=args.upsampling_steps,
         metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n), seed=args.seed,
-        progress=not args.no_progress)
+        bf16=args.bf16, progress=not args.no_progress)
     result = evaluate_folder(args.checkpoint, config, args.out)
     print("\n".join(summary_lines(result)))
     print(f"wrote {args.out / 'evaluation.md'} ({result.seconds:.1f} s)")

@@ -377,7 +377,7 @@ class DemoRun(NamedTuple):
 
 def run_demo(out_dir: str | Path, *, inputs: Sequence[DemoInput] | None = None,
              model: Sequence[str | Path] | None = None, device: str | None = None, lattice: Lattice = Lattice(),
-             metrics: EvalConfig = EvalConfig(), seed: int = 0, bf16_decoder: bool | None = None) -> DemoRun:
+             metrics: EvalConfig = EvalConfig(), seed: int = 0, bf16: bool | None = None) -> DemoRun:
     """Run the demo and print what it did: the model, per input its timings and, with a ground truth, a
     metrics table.
 
@@ -390,7 +390,7 @@ def run_demo(out_dir: str | Path, *, inputs: Sequence[DemoInput] | None = None,
         lattice: extraction lattice (default 257^3).
         metrics: point counts of the metrics.
         seed: seed of the anchors and of the metrics' sampling.
-        bf16_decoder: RefOcc's decoder products in bfloat16 (:class:`~im2hands.api.Im2Hands`); None: as stored.
+        bf16: RefOcc's bfloat16 fast mode (:class:`~im2hands.api.Im2Hands`); None: as stored.
     """
     from im2hands.api import Im2Hands
 
@@ -401,10 +401,10 @@ def run_demo(out_dir: str | Path, *, inputs: Sequence[DemoInput] | None = None,
         raise ValueError(f"inputs: names must differ (they name the output folders), got {names}")
     t = time.perf_counter()
     if model is None:
-        model = Im2Hands.pretrained(device, lattice=lattice, seed=seed, bf16_decoder=bf16_decoder)
+        model = Im2Hands.pretrained(device, lattice=lattice, seed=seed, bf16=bf16)
     else:
         model = Im2Hands.from_checkpoint(*model, device=device, lattice=lattice, seed=seed,
-                                         bf16_decoder=bf16_decoder)
+                                         bf16=bf16)
     nets = ", ".join(n for n in ("kpts_ref", "init_occ", "ref_occ") if getattr(model, n) is not None)
     print(f"model: {nets} on {model.device}, lattice {model.lattice.resolution + 1}^3 "
           f"(loaded in {time.perf_counter() - t:.1f} s)")

@@ -49,6 +49,19 @@ def test_sphere_radius_and_lattice_mapping():
                                torch.tensor([[-0.55] * 3, [0.55] * 3, [0.0, -0.275, 0.275]]))
 
 
+def test_query_to_index_inverts_index_to_query():
+    from im2hands.mesh import Lattice
+
+    lattice = Lattice(32, 3)
+    r = lattice.resolution
+    g = torch.Generator().manual_seed(0)
+    idx = torch.cat([torch.randint(0, r + 1, (5000, 3), generator=g), torch.tensor([[0, 0, 0], [r, r, r]])])
+    assert torch.equal(lattice.query_to_index(lattice.index_to_query(idx)), idx)
+    keys = lattice.index_key(idx)
+    assert keys.unique().numel() == torch.unique(idx, dim=0).shape[0]   # one key per lattice point
+    assert int(lattice.index_key(torch.tensor([[r, r, r]]))) == (r + 1) ** 3 - 1
+
+
 def test_outward_normals():
     got = extract_meshes(solo([blob_field()]), 1, lattice=SMALL)[0]
     v, f = got.vertices.double(), got.faces

@@ -380,3 +380,26 @@ def test_golden_decoder_in_isolation(golden, side, official_mode):
     np.testing.assert_allclose(coords.numpy(), g[f"bone_coords_{side}"], atol=1e-12 if official_mode else 2e-6,
                                rtol=0)
     assert coords.dtype == (torch.float64 if official_mode else torch.float32)
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_bf16_decoder_close_to_float32_on_golden_weights(default, img_feat, camera, hands, points, side):
+    """``bf16_decoder``: layers 1-4 of the part decoders in bfloat16 change the official network's part logits
+    by a small fraction of their spread (bfloat16 rounds by 2^-8 relative at each of four layers), in several
+    chunks; with autograd the flag is ignored (the float32 path runs)."""
+    fast = InitOcc(dataclasses.replace(default.config, bf16_decoder=True, chunk_points=700)).eval()
+    fast.load_state_dict(default.state_dict())
+    with torch.no_grad():
+        enc = default.encode_features(img_feat, camera)
+        ref = default.decode(enc, hands[side], points[side], side)
+        out = fast.decode(enc, hands[side], points[side], side)
+    assert out.part_logits.dtype == torch.float32
+    diff = (out.part_logits - ref.part_logits).abs()
+    spread = float(ref.part_logits.std())
+    assert 0 < float(diff.max()) < 0.03 * spread, (float(diff.max()), spread)
+    assert float(((out.part_logits > 0) != (ref.part_logits > 0)).float().mean()) < 0.01
+    with torch.enable_grad():
+        grad = fast.decode(enc, hands[side], points[side][:, :100], side)
+    torch.testing.assert_close(grad.part_logits.detach(), ref.part_logits[:, :100], atol=1e-5, rtol=1e-5)
+    with pytest.raises(TypeError, match="bf16_decoder"):
+        InitOccConfig(bf16_decoder=1)

@@ -68,6 +68,16 @@ class Lattice:
         """
         return (2.0 * self.box_half) * (index.to(torch.float32) / self.resolution - 0.5)
 
+    def query_to_index(self, query: Tensor) -> Tensor:
+        """Inverse of :meth:`index_to_query` for lattice points: (N, 3) query points -> (N, 3) int64 indices
+        (rounded to the nearest lattice point; exact for points :meth:`index_to_query` made)."""
+        return torch.round((query.to(torch.float64) / (2.0 * self.box_half) + 0.5) * self.resolution).long()
+
+    def index_key(self, index: Tensor) -> Tensor:
+        """(N,) int64 key of each (N, 3) finest-lattice index, unique over the lattice (row-major)."""
+        r = self.resolution + 1
+        return (index[:, 0] * r + index[:, 1]) * r + index[:, 2]
+
     def vertices_to_query(self, vertices_index: np.ndarray, *, official_vertex_shift: bool = False) -> np.ndarray:
         """Map marching-cubes vertices from finest-lattice index units to query units (float64).
 

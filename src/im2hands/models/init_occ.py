@@ -108,9 +108,17 @@ class InitOccConfig:
     the image is not encoded and the decoders get a zero feature, so the 19 image columns of layer 2 are
     unused; a HALO checkpoint's decoders initialise InitOcc's (official ``halo_baseline.pt``)."""
 
+    bf16_decoder: bool = False
+    """Inference (no autograd) only: run layers 1-4 of the part decoders on bfloat16 activations and weights
+    (layer 0, which reads the coordinates, and the query-image attention stay float32): the part decoders
+    take most of InitOcc's decode time, and they run ~2x faster on a CPU with AVX512-BF16
+    (``docs/PERFORMANCE.md``); logits change by ~1 % of their spread. Off by default."""
+
     def __post_init__(self):
         if self.chunk_points is not None and (not isinstance(self.chunk_points, int) or self.chunk_points < 1):
             raise ValueError(f"chunk_points: expected a positive int, got {self.chunk_points!r}")
+        if not isinstance(self.bf16_decoder, bool):
+            raise TypeError(f"bf16_decoder: expected a bool, got {self.bf16_decoder!r}")
 
 
 @dataclass(frozen=True)
@@ -382,6 +390,8 @@ class InitOcc(nn.Module):
         step = max(1, chunk // max(b, 1))
         keep_graph = torch.is_grad_enabled()
         workspace = None if keep_graph else Workspace(points.device)   # buffers do not support autograd
+        bf16_workspace = Workspace(points.device, torch.bfloat16) \
+            if self.config.bf16_decoder and workspace is not None else None
         logits: list[Tensor] = []
         # without autograd, write each chunk into preallocated outputs (no concatenation copy)
         part_logits = points.new_empty((b, 0 if keep_graph else n, NUM_BONES), dtype=torch.float32)
@@ -403,7 +413,7 @@ class InitOcc(nn.Module):
                 sl = slice(start, min(bl.stop, start + step))
                 feat = feats[:, sl.start - bl.start:sl.stop - bl.start]
                 chunk = decoder(points_dec[:, sl], feat, code, official_quirks=official, weights=weights,
-                                workspace=workspace)
+                                workspace=workspace, bf16_workspace=bf16_workspace)
                 if keep_graph:
                     logits.append(chunk)
                 else:

@@ -45,7 +45,10 @@ Speed: the 256² map is computed as ``upsample(image_final_layer(maps))`` (a 1x1
 bilinear resampling whose weights sum to 1; 8x fewer channels to upsample); the decoder precomputes all
 per-anchor terms in ``encode`` (:class:`~im2hands.models.point_transformer.DecoderCache`); ``decode`` runs
 the frozen InitOcc, image sampling and the decoder in chunks of ``RefOccConfig.chunk_points`` (memory
-bounded at any point count; results independent of the chunk size in both modes).
+bounded at any point count; results independent of the chunk size in both modes). A caller that already
+evaluated the frozen InitOcc (a reconstruction's initial stage, at the lattice points both stages visit) passes
+its encoding to ``encode`` (``init_encoding``) and its values to ``decode`` (``known_left``/``known_right``,
+:class:`InitialValues`); the frozen InitOcc then runs only where they are unknown.
 """
 
 from __future__ import annotations
@@ -79,6 +82,11 @@ activations are (chunk x 9 neighbours x 200) float32 = 29.5 MB at 4,096, below g
 (32 MB): bigger blocks are mmap-ed and unmapped at every allocation, so each touch of them page-faults afresh.
 With one chunk of 8,192 (batch 4, 2,048 points) a training step took 10x the page faults and 25 % more CPU
 per sample than at batch 1-2 (``docs/TRAINING.md``, "Where the time goes"); results do not depend on it."""
+DECODER_CHUNK_POINTS = 4096
+"""Queries (summed over batch rows) the refinement decoder evaluates at once without autograd, inside each
+``RefOccConfig.chunk_points`` chunk: its three (chunk x 9 x 200) scratch buffers then stay below 30 MB each,
+and it decoded 1.1x (float32) to 1.25x (bf16 products) more points per second than in chunks of 16,384 on a
+2-core AMD EPYC (``docs/PERFORMANCE.md``); results do not depend on it."""
 
 
 @dataclass(frozen=True)
@@ -108,12 +116,18 @@ class RefOccConfig:
     takes most of a refined reconstruction's time, and the refined stage measured 1.17x faster on a CPU with
     AVX512-BF16 (``docs/PERFORMANCE.md``); logits stay within 2 % of their spread on the golden weights. Off by
     default (results then match float32 everywhere)."""
+    bf16_encoder: bool = False
+    """Inference (no autograd) only: run the anchors' point-transformer encoder under bfloat16 autocast (its
+    linear layers, above all the per-pair products of the three full self-attention blocks, take bfloat16
+    inputs; positions, nearest neighbours and furthest-point sampling stay float32; the outputs are returned
+    in float32). 1.6x faster per hand on a CPU with AVX512-BF16 (``docs/PERFORMANCE.md``). Off by default."""
 
     def __post_init__(self):
         if not isinstance(self.chunk_points, int) or self.chunk_points < 1:
             raise ValueError(f"chunk_points: expected a positive int, got {self.chunk_points!r}")
-        if not isinstance(self.bf16_decoder, bool):
-            raise TypeError(f"bf16_decoder: expected a bool, got {self.bf16_decoder!r}")
+        for name in ("bf16_decoder", "bf16_encoder"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         if not isinstance(self.residual, bool):
             raise TypeError(f"residual: expected a bool, got {self.residual!r}")
 
@@ -179,6 +193,17 @@ class HandOutput:
     """(B, N) refined logit: ``trans_dec`` output (plus the initial logit when ``RefOccConfig.residual``)."""
     init_occupancy: Tensor
     """(B, N) the frozen InitOcc's occupancy fed to the decoder."""
+
+
+@dataclass(frozen=True)
+class InitialValues:
+    """The frozen InitOcc's output at one hand's query points, where the caller already computed it (the
+    initial stage of a reconstruction evaluates the same network at most of the refined stage's points)."""
+
+    occupancy: Tensor
+    """(B, N) float32 occupancy probability; NaN where unknown (the frozen InitOcc computes those)."""
+    max_logit: Tensor
+    """(B, N) float32 largest part logit (the residual refinement's base); any value where unknown."""
 
 
 @dataclass(frozen=True)
@@ -287,7 +312,8 @@ class RefOcc(nn.Module):
         return b
 
     def encode(self, image: Tensor, camera: Camera, left: HandInputs, right: HandInputs,
-               anchors_left: Tensor, anchors_right: Tensor) -> RefOccEncoding:
+               anchors_left: Tensor, anchors_right: Tensor, *,
+               init_encoding: InitOccEncoding | None = None) -> RefOccEncoding:
         """Everything that depends on the image and the anchors; run once per image.
 
         Args:
@@ -300,19 +326,27 @@ class RefOcc(nn.Module):
                 a :class:`~im2hands.data.dataset.HandsDataset` item).
         Returns:
             :class:`RefOccEncoding`.
+            init_encoding: the frozen InitOcc's :meth:`InitOcc.encode` of the same images and cameras, when the
+                caller already has it (a network with the same weights); None computes it.
         """
         self._check_encode(image, camera, left, right, anchors_left, anchors_right)
         return self.encode_camera(image, camera, left, right, left.to_camera(anchors_left, "left", camera),
-                                  right.to_camera(anchors_right, "right", camera))
+                                  right.to_camera(anchors_right, "right", camera), init_encoding=init_encoding)
 
     def encode_camera(self, image: Tensor, camera: Camera, left: HandInputs, right: HandInputs,
-                      anchors_cam_left: Tensor, anchors_cam_right: Tensor) -> RefOccEncoding:
+                      anchors_cam_left: Tensor, anchors_cam_right: Tensor, *,
+                      init_encoding: InitOccEncoding | None = None) -> RefOccEncoding:
         """:meth:`encode` with the anchors already in the camera frame: (B, 512, 3) each, metres, OpenCV."""
         self._check_encode(image, camera, left, right, anchors_cam_left, anchors_cam_right)
         official = self.config.official_quirks
         intrinsics = camera.K.float()
-        with torch.no_grad(), torch.autocast(image.device.type, enabled=False):   # frozen: float32 (see decode)
-            init_enc = self.init_occ.encode(image.float(), camera)
+        if init_encoding is not None:
+            if not isinstance(init_encoding, InitOccEncoding):
+                raise TypeError(f"init_encoding: expected an InitOccEncoding, got {type(init_encoding).__name__}")
+            init_enc = init_encoding
+        else:
+            with torch.no_grad(), torch.autocast(image.device.type, enabled=False):   # frozen: float32 (decode)
+                init_enc = self.init_occ.encode(image.float(), camera)
         img_feat, img_global = self.image_maps(image)
         cams = {"left": anchors_cam_left.float(), "right": anchors_cam_right.float()}
         feat, flip = {}, {}
@@ -326,8 +360,8 @@ class RefOcc(nn.Module):
         enc = {}
         for side in SIDES:
             label = torch.tensor(HAND_LABEL[side], device=image.device).expand(*feat[side].shape[:2], 2)
-            enc[side] = self.trans_enc(flip[side] - center[:, None], torch.cat([feat[side], label], dim=2),
-                                       fps_skip_sq_norm=skip)
+            enc[side] = self._encode_anchors(flip[side] - center[:, None], torch.cat([feat[side], label], dim=2),
+                                             skip)
         z = {s: enc[s].z for s in SIDES}
         ctx = self._context(z, img_global)
         pen = self._context(ctx, img_global) if official else ctx
@@ -341,6 +375,15 @@ class RefOcc(nn.Module):
         return RefOccEncoding(img_feat=img_feat, img_global=img_global, center=center, left=out["left"],
                               right=out["right"], init_occ=init_enc, camera=camera,
                               intrinsics=intrinsics, hand_left=left, hand_right=right)
+
+    def _encode_anchors(self, xyz: Tensor, feats: Tensor, skip: float | None) -> PointEncoding:
+        """``trans_enc`` on one hand's anchors; under bfloat16 autocast with ``config.bf16_encoder`` and no
+        autograd (outputs converted back to float32)."""
+        if not (self.config.bf16_encoder and not torch.is_grad_enabled()):
+            return self.trans_enc(xyz, feats, fps_skip_sq_norm=skip)
+        with torch.autocast(xyz.device.type, dtype=torch.bfloat16):
+            e = self.trans_enc(xyz, feats, fps_skip_sq_norm=skip)
+        return replace(e, z=e.z.float(), anchors=e.anchors.float(), anchor_feats=e.anchor_feats.float())
 
     def _context(self, z: dict[Side, Tensor], img_global: Tensor) -> dict[Side, Tensor]:
         """Both hands' context layer, each reading the latents from before this call."""
@@ -374,13 +417,14 @@ class RefOcc(nn.Module):
         check_finite(points, name)
 
     def _decode_hand(self, encoding: RefOccEncoding, side: Side, points: Tensor, *, pen: bool,
-                     scratch: Tensor | None) -> HandOutput:
+                     scratch: Tensor | None, known: InitialValues | None = None) -> HandOutput:
         """`side`'s network at points in `side`'s query frame (pen=False) or the other hand's (pen=True).
 
         Everything runs in chunks of ``config.chunk_points`` points so that memory stays bounded at any
         point count. In official mode the frozen InitOcc references the camera z of query 0 of the points
         passed to it (official quirk); each later chunk is therefore evaluated with query 0 prepended (its
-        extra output dropped), which gives exactly the values of one call on all points.
+        extra output dropped), which gives exactly the values of one call on all points. `known`: the frozen
+        InitOcc's values where the caller has them (default mode only); it runs on the other points.
         """
         hand = encoding.inputs(side)
         frame_side = other_side(side) if pen else side
@@ -394,6 +438,7 @@ class RefOcc(nn.Module):
             chunk_size = min(chunk_size, GRAD_CHUNK_POINTS)
         step = max(1, chunk_size // max(b, 1))
         logits, inits = [], []
+        cam0 = None   # camera coordinates of query 0 (official mode's later chunks prepend it)
         for s in range(0, n, step):
             chunk = points[:, s:s + step]
             with torch.autocast(points.device.type, enabled=False):   # positions in float32 even under autocast
@@ -402,19 +447,23 @@ class RefOcc(nn.Module):
             # the frozen InitOcc runs in float32 even under autocast (its stacked part decoders write into
             # float32 buffers); it is not trained, so mixed precision would gain nothing there
             with torch.no_grad(), torch.autocast(points.device.type, enabled=False):
-                init_pts = torch.cat([points[:, :1], chunk], dim=1) if lead else chunk
-                init_cam = torch.cat([cam0, cam], dim=1) if lead else cam
-                init_out = self.init_occ.decode(encoding.init_occ, hand, init_pts, side, pen=pen, other=other,
-                                                points_cam=init_cam)
-                init = init_out.occupancy[:, lead:]
+                if known is not None:
+                    init, init_max = self._known_initial(encoding, hand, side, chunk, cam, known, s, s + step)
+                else:
+                    init_pts = torch.cat([points[:, :1], chunk], dim=1) if lead else chunk
+                    init_cam = torch.cat([cam0, cam], dim=1) if lead else cam
+                    init_out = self.init_occ.decode(encoding.init_occ, hand, init_pts, side, pen=pen, other=other,
+                                                    points_cam=init_cam)
+                    init = init_out.occupancy[:, lead:]
+                    init_max = init_out.part_logits[:, lead:].amax(dim=-1) if self.config.residual else None
             if s == 0:
                 cam0 = cam[:, :1]
             feat, xyz = self._camera_features(encoding, cam)
             qfeat = torch.cat([feat, init[..., None].expand(-1, -1, 32)], dim=2)
-            logit = self.trans_dec(xyz, qfeat, cache, chunk_size=chunk_size, scratch=scratch,
-                                   bf16=self.config.bf16_decoder)
+            logit = self.trans_dec(xyz, qfeat, cache, chunk_size=min(chunk_size, DECODER_CHUNK_POINTS),
+                                   scratch=scratch, bf16=self.config.bf16_decoder)
             if self.config.residual:
-                logit = logit + init_out.part_logits[:, lead:].amax(dim=-1)
+                logit = logit + init_max
             logits.append(logit)
             inits.append(init)
         empty = points.new_zeros(b, 0, dtype=torch.float32)
@@ -422,8 +471,23 @@ class RefOcc(nn.Module):
         init = torch.cat(inits, dim=1) if inits else empty
         return HandOutput(occupancy=torch.sigmoid(logit), logit=logit, init_occupancy=init)
 
+    def _known_initial(self, encoding: RefOccEncoding, hand: HandInputs, side: Side, chunk: Tensor, cam: Tensor,
+                       known: InitialValues, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """(occupancy, max part logit) of the frozen InitOcc on one chunk: the known values, the network on
+        the columns where any row's value is unknown."""
+        occ = known.occupancy[:, lo:hi].float()
+        max_logit = known.max_logit[:, lo:hi].float()
+        missing = torch.isnan(occ).any(dim=0).nonzero()[:, 0]
+        if missing.numel():
+            out = self.init_occ.decode(encoding.init_occ, hand, chunk[:, missing], side, points_cam=cam[:, missing])
+            occ, max_logit = occ.clone(), max_logit.clone()
+            occ[:, missing] = out.occupancy
+            max_logit[:, missing] = out.part_logits.amax(dim=-1)
+        return occ, max_logit
+
     def decode(self, encoding: RefOccEncoding, points_left: Tensor, points_right: Tensor, *,
-               pen: bool = False) -> RefOccOutput:
+               pen: bool = False, known_left: InitialValues | None = None,
+               known_right: InitialValues | None = None) -> RefOccOutput:
         """Refined occupancy of both hands at their query points.
 
         Args:
@@ -431,20 +495,37 @@ class RefOcc(nn.Module):
             points_left: (B, N_L, 3) points in the left hand's query frame (0.4·p = metres, mirrored world).
             points_right: (B, N_R, 3) points in the right hand's query frame.
             pen: also evaluate each hand's network at the other hand's points (penetration loss inputs).
+            known_left, known_right: the frozen InitOcc's values at some of that hand's points, when the caller
+                has them (:class:`InitialValues`, (B, N_L) / (B, N_R)); the network runs on the others. Only in
+                the default mode (officially a query's initial value depends on the first query of its call).
         Returns:
             :class:`RefOccOutput`; float32.
         """
         if not isinstance(encoding, RefOccEncoding):
             raise TypeError(f"encoding: expected a RefOccEncoding, got {type(encoding).__name__}")
         points = {"left": points_left, "right": points_right}
+        known = {"left": known_left, "right": known_right}
         for side in SIDES:
             self._check_points(encoding, points[side], f"points_{side}")
+            k = known[side]
+            if k is None:
+                continue
+            if self.config.official_quirks:
+                raise ValueError(f"known_{side}: known initial values need the default mode (official_quirks=False)")
+            if not isinstance(k, InitialValues):
+                raise TypeError(f"known_{side}: expected InitialValues, got {type(k).__name__}")
+            for name in ("occupancy", "max_logit"):
+                if tuple(getattr(k, name).shape) != tuple(points[side].shape[:2]):
+                    raise ValueError(f"known_{side}.{name}: expected shape {tuple(points[side].shape[:2])}, "
+                                     f"got {tuple(getattr(k, name).shape)}")
         scratch = None
         # one decoder scratch buffer for every chunk of this call (not under autocast: see the decoder)
         if not torch.is_grad_enabled() and not torch.is_autocast_enabled(points_left.device.type):
             most = max(points_left.shape[0] * points_left.shape[1], points_right.shape[0] * points_right.shape[1])
-            scratch = self.trans_dec.scratch(min(most, self.config.chunk_points), encoding.img_feat)
-        main = {s: self._decode_hand(encoding, s, points[s], pen=False, scratch=scratch) for s in SIDES}
+            scratch = self.trans_dec.scratch(min(most, self.config.chunk_points, DECODER_CHUNK_POINTS),
+                                             encoding.img_feat)
+        main = {s: self._decode_hand(encoding, s, points[s], pen=False, scratch=scratch, known=known[s])
+                for s in SIDES}
         if pen:
             other = {s: self._decode_hand(encoding, s, points[other_side(s)], pen=True, scratch=scratch)
                      for s in SIDES}

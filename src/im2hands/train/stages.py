@@ -296,7 +296,9 @@ def _iou_sums(occ: Tensor, labels: Tensor, threshold: float) -> Tensor:
 
 @torch.no_grad()
 def validate_occupancy(model: nn.Module, batch: dict, config: TrainConfig, anchors: bool) -> dict[str, Tensor]:
-    """Per-sample IoU of each hand at the validation points (``config.val_points_from``): {"iou_left": (B,), "iou_right": (B,)}."""
+    """Per-sample IoU of each hand at the validation points (``config.val_points_from``): {"iou_left": (B,),
+    "iou_right": (B,)}; ref-occ adds the frozen InitOcc's IoU (``init_iou_*``) and the share of both hands'
+    points that both hands' refined (``pen_share``) or initial (``init_pen_share``) occupancy calls inside."""
     n = config.val_points
     key, label = ("points", "occupancy") if config.val_points_from == "mixed" else ("points_iou", "occupancy_iou")
     points = {s: batch[s][key][:, :n] for s in SIDES}
@@ -307,11 +309,19 @@ def validate_occupancy(model: nn.Module, batch: dict, config: TrainConfig, ancho
     if config.stage == "ref-occ":
         enc = model.encode(batch["image"], cam, hands["left"], hands["right"], batch["left"]["anchors"],
                            batch["right"]["anchors"])
-        out = model.decode(enc, points["left"], points["right"])
+        out = model.decode(enc, points["left"], points["right"], pen=True)
         occ = {"left": out.left.occupancy, "right": out.right.occupancy}
         init = {"left": out.left.init_occupancy, "right": out.right.init_occupancy}
         res = {f"iou_{s}": _iou_sums(occ[s], labels[s], thr) for s in SIDES}
         res |= {f"init_iou_{s}": _iou_sums(init[s], labels[s], IOU_THRESHOLD["init-occ"]) for s in SIDES}
+        # penetration: the share of both hands' validation points that both networks call inside
+        both = torch.cat([(occ["left"] > thr) & (out.pen_right.occupancy > thr),
+                          (occ["right"] > thr) & (out.pen_left.occupancy > thr)], dim=1)
+        init_thr = IOU_THRESHOLD["init-occ"]
+        init_both = torch.cat([(init["left"] > init_thr) & (out.pen_right.init_occupancy > init_thr),
+                               (init["right"] > init_thr) & (out.pen_left.init_occupancy > init_thr)], dim=1)
+        res["pen_share"] = both.double().mean(1)
+        res["init_pen_share"] = init_both.double().mean(1)
         return res
     enc = model.encode(batch["image"], cam)
     return {f"iou_{s}": _iou_sums(model.decode(enc, hands[s], points[s], s).occupancy, labels[s], thr)
