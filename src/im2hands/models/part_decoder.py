@@ -235,8 +235,7 @@ class PartDecoder(nn.Module):
             workspace: reusable activation buffers for inference (autograd off); None allocates per call.
             bf16_workspace: inference only (with `workspace`): run layers 1-4 on bfloat16 activations and
                 weights (bfloat16 buffers from this workspace); layer 0, which reads the coordinates, stays
-                float32. About 2x faster matrix products on CPUs with AVX512-BF16; logits change by ~1 % of
-                their spread (``InitOccConfig.bf16_decoder``).
+                float32 (``InitOccConfig.bf16_decoder``).
         Returns:
             (B, n, 16) part logits (before the sigmoid), float32.
         """

@@ -85,8 +85,8 @@ per sample than at batch 1-2 (``docs/TRAINING.md``, "Where the time goes"); resu
 DECODER_CHUNK_POINTS = 4096
 """Queries (summed over batch rows) the refinement decoder evaluates at once without autograd, inside each
 ``RefOccConfig.chunk_points`` chunk: its three (chunk x 9 x 200) scratch buffers then stay below 30 MB each,
-and it decoded 1.1x (float32) to 1.25x (bf16 products) more points per second than in chunks of 16,384 on a
-2-core AMD EPYC (``docs/PERFORMANCE.md``); results do not depend on it."""
+and it decoded as fast in float32 and 1.12x faster with bf16 products as in chunks of 16,384 on a 2-core AMD
+EPYC, with a quarter of the scratch memory (``docs/PERFORMANCE.md``); results do not depend on it."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,9 @@ class RefOccConfig:
     """Inference (no autograd) only: run the anchors' point-transformer encoder under bfloat16 autocast (its
     linear layers, above all the per-pair products of the three full self-attention blocks, take bfloat16
     inputs; positions, nearest neighbours and furthest-point sampling stay float32; the outputs are returned
-    in float32). 1.6x faster per hand on a CPU with AVX512-BF16 (``docs/PERFORMANCE.md``). Off by default."""
+    in float32). Part of the bfloat16 fast mode (``Im2Hands(bf16=True)``, 1.37x per image on a CPU with
+    AVX512-BF16, ``docs/PERFORMANCE.md``); the golden network's latents move by under 5 % of their spread
+    (``tests/models/test_ref_occ.py``). Off by default."""
 
     def __post_init__(self):
         if not isinstance(self.chunk_points, int) or self.chunk_points < 1:
