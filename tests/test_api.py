@@ -187,16 +187,23 @@ def test_checkpoints_round_trip_and_every_stage_runs(sample, small, tmp_path):
                                           "refined_left.ply", "result.json"}
     info = json.loads((tmp_path / "out" / "result.json").read_text())
     assert info["stages"]["refined"]["evaluations"]["left"] == res.stages["refined"].evaluations["left"]
-    # bf16 decoder products: set on the loaded RefOcc only; the refined meshes stay the float32 ones'
+    # the bfloat16 fast mode: set on the loaded networks only, the refined stage still reuses the initial one;
+    # the meshes stay near the float32 ones. Random weights give nearly flat fields, whose surfaces move far
+    # for a small change of the logits (mean vertex moved by up to 1.3 finest cells with
+    # ATEN_CPU_CAPABILITY=default, 0.7 natively); the trained model's metrics: docs/PERFORMANCE.md.
     fast = Im2Hands.from_checkpoint(tmp_path / "run", lattice=Lattice(8, 2), device="cpu", bf16=True)
     assert fast.ref_occ.config.bf16_decoder and fast.ref_occ.config.bf16_encoder
-    assert not (model.ref_occ.config.bf16_decoder or model.ref_occ.config.bf16_encoder)
+    assert fast.init_occ.config.bf16_decoder and fast.ref_occ.init_occ.config.bf16_decoder and fast.reuse_initial
+    assert not (model.ref_occ.config.bf16_decoder or model.ref_occ.config.bf16_encoder
+                or model.init_occ.config.bf16_decoder)
     res16 = fast.reconstruct_crop(_crop(sample), _joints(sample), refine_keypoints=False)
-    for side in ("right", "left"):
-        a, b = res.mesh("refined", side).vertices, res16.mesh("refined", side).vertices
-        if len(a) and len(b):   # random weights: the same surface to a fraction of a lattice cell (0.14 units)
-            assert abs(len(a) - len(b)) <= 0.1 * len(a) + 4
-            assert np.abs(a.mean(0) - b.mean(0)).max() < 0.01
+    cell = 0.4 * 1.1 / Lattice(8, 2).resolution   # metres (the meshes are in the camera frame)
+    for stage in ("initial", "refined"):
+        for side in ("right", "left"):
+            a, b = res.mesh(stage, side).vertices, res16.mesh(stage, side).vertices
+            if len(a) and len(b):
+                assert abs(len(a) - len(b)) <= 0.25 * len(a) + 4
+                assert np.abs(a.mean(0) - b.mean(0)).max() < 2 * cell
 
 
 # ------------------------------------------------------------------------------------------- inputs, errors
