@@ -360,3 +360,24 @@ def test_known_initial_values_give_the_same_refined_occupancy(sample, small):
         torch.testing.assert_close(b.logit, a.logit, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="known_left.occupancy: expected shape"):
         ref.decode(enc, pts["left"], pts["right"], known_left=InitialValues(occupancy=occ[:, :5], max_logit=occ))
+
+
+def test_refined_threshold_follows_the_refinement(sample, small):
+    """0.45 (official) for a RefOcc that predicts the occupancy itself, 0.5 for a residual RefOcc (InitOcc's
+    logit plus a correction): an untrained residual refinement then gives the initial meshes exactly."""
+    import dataclasses
+
+    from im2hands.api import refined_threshold
+    from im2hands.models.ref_occ import RefOcc
+
+    init, ref, _ = small
+    residual = RefOcc(dataclasses.replace(ref.config, residual=True)).eval()   # its last layer starts at zero
+    residual.init_occ.load_state_dict(init.state_dict())
+    assert (refined_threshold(ref), refined_threshold(residual)) == (0.45, 0.5)
+    res = Im2Hands(init_occ=init, ref_occ=residual, lattice=Lattice(8, 2)).reconstruct_crop(
+        _crop(sample), _joints(sample), refine_keypoints=False)
+    assert all(e.threshold == 0.5 for e in res.stages["refined"].extractions)
+    for side in ("right", "left"):
+        a, b = res.mesh("initial", side), res.mesh("refined", side)
+        np.testing.assert_array_equal(a.faces, b.faces)
+        np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-6)

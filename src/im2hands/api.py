@@ -44,6 +44,17 @@ Stage = Literal["initial", "refined"]
 STAGES: tuple[Stage, ...] = ("initial", "refined")
 THRESHOLDS: dict[Stage, float] = {"initial": 0.5, "refined": 0.45}
 """Iso-values of the two stages' occupancy probabilities (the official generator's)."""
+RESIDUAL_REFINED_THRESHOLD = 0.5
+"""Iso-value of a residual RefOcc's refined occupancy (``RefOccConfig.residual``, :func:`refined_threshold`)."""
+
+
+def refined_threshold(ref_occ: RefOcc) -> float:
+    """The refined stage's iso-value for `ref_occ`: 0.45 (official) for a RefOcc that predicts the occupancy
+    itself; 0.5 for a residual one, whose logit is InitOcc's plus a correction that starts at zero and is
+    trained with cross-entropy: it keeps InitOcc's calibration, and at 0.45 its surface would lie outside
+    InitOcc's (both hands thicker, more overlap) even where the correction is zero."""
+    residual = getattr(getattr(ref_occ, "config", None), "residual", False)
+    return RESIDUAL_REFINED_THRESHOLD if residual else THRESHOLDS["refined"]
 NUM_ANCHORS = 512
 
 
@@ -587,10 +598,10 @@ class Im2Hands:
                 # hand field moved by a cell, docs/PERFORMANCE.md); the safety check runs on the start
                 # lattice halved (16^3 for 32^3).
                 n0 = lattice.cells(0)
-                refined = extract_meshes_seeded(refined_fn, initial, threshold=THRESHOLDS["refined"], band_cells=0,
-                                                safety_cells=max(1, n0 // 2), device=self.device)
+                refined = extract_meshes_seeded(refined_fn, initial, threshold=refined_threshold(self.ref_occ),
+                                                band_cells=0, safety_cells=max(1, n0 // 2), device=self.device)
             else:
-                refined = extract_meshes(refined_fn, 2, lattice=lattice, threshold=THRESHOLDS["refined"],
+                refined = extract_meshes(refined_fn, 2, lattice=lattice, threshold=refined_threshold(self.ref_occ),
                                          device=self.device)
             timings["refined"] = time.perf_counter() - t
             results["refined"] = StageResult(**self._meshes(refined, hands), seconds=timings["refined"],
