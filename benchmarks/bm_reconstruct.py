@@ -75,8 +75,8 @@ def build(mode: str):
             return super().encode(image, camera, left, right, anchors_left, anchors_right, **kw)
 
     torch.manual_seed(0)
-    init = BenchInitOcc(InitOccConfig(bf16_decoder=mode.endswith("bf16"))).eval()
     bf16 = mode.endswith("bf16")
+    init = BenchInitOcc(InitOccConfig(bf16_decoder=bf16)).eval()
     ref = BenchRefOcc(RefOccConfig(bf16_decoder=bf16, bf16_encoder=bf16, init_occ=init.config)).eval()
     ref.init_occ.load_state_dict(init.state_dict())
     if not reencode:   # one InitOcc, as in a trained bundle: the refined stage reuses its encoding and values

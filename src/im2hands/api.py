@@ -46,6 +46,7 @@ THRESHOLDS: dict[Stage, float] = {"initial": 0.5, "refined": 0.45}
 """Iso-values of the two stages' occupancy probabilities (the official generator's)."""
 RESIDUAL_REFINED_THRESHOLD = 0.5
 """Iso-value of a residual RefOcc's refined occupancy (``RefOccConfig.residual``, :func:`refined_threshold`)."""
+NUM_ANCHORS = 512
 
 
 def refined_threshold(ref_occ: RefOcc) -> float:
@@ -53,9 +54,7 @@ def refined_threshold(ref_occ: RefOcc) -> float:
     itself; 0.5 for a residual one, whose logit is InitOcc's plus a correction that starts at zero and is
     trained with cross-entropy: it keeps InitOcc's calibration, and at 0.45 its surface would lie outside
     InitOcc's (both hands thicker, more overlap) even where the correction is zero."""
-    residual = getattr(getattr(ref_occ, "config", None), "residual", False)
-    return RESIDUAL_REFINED_THRESHOLD if residual else THRESHOLDS["refined"]
-NUM_ANCHORS = 512
+    return RESIDUAL_REFINED_THRESHOLD if ref_occ.config.residual else THRESHOLDS["refined"]
 
 
 @dataclass(frozen=True)
@@ -335,13 +334,13 @@ class _InitialCache:
             order = torch.argsort(keys)
             self._table = (keys[order], occ[order], logit[order])
         keys, occ, logit = self._table
+        nan = torch.full((1, len(points)), float("nan"), device=points.device)
+        if not len(keys):
+            return InitialValues(occupancy=nan, max_logit=nan)
         want = self.lattice.index_key(self.lattice.query_to_index(points))
-        at = torch.searchsorted(keys, want).clamp(max=max(len(keys) - 1, 0))
-        hit = (keys[at] == want) if len(keys) else torch.zeros_like(want, dtype=torch.bool)
-        nan = torch.full((len(want),), float("nan"), device=points.device)
-        found_occ = torch.where(hit, occ[at], nan) if len(keys) else nan
-        found_logit = torch.where(hit, logit[at], nan) if len(keys) else nan
-        return InitialValues(occupancy=found_occ[None], max_logit=found_logit[None])
+        at = torch.searchsorted(keys, want).clamp(max=len(keys) - 1)
+        hit = keys[at] == want
+        return InitialValues(occupancy=torch.where(hit, occ[at], nan), max_logit=torch.where(hit, logit[at], nan))
 
 
 class Im2Hands:
@@ -371,7 +370,8 @@ class Im2Hands:
         self.init_occ = init_occ.to(self.device).eval()
         self.ref_occ = ref_occ.to(self.device).eval() if ref_occ is not None else None
         if bf16 is not None:
-            for net in {id(n): n for n in (self.init_occ, getattr(self.ref_occ, "init_occ", None)) if n}.values():
+            frozen = self.ref_occ.init_occ if self.ref_occ is not None else None
+            for net in {id(n): n for n in (self.init_occ, frozen) if n is not None}.values():
                 net.config = replace(net.config, bf16_decoder=bool(bf16))
             if self.ref_occ is not None:
                 self.ref_occ.config = replace(self.ref_occ.config, bf16_decoder=bool(bf16), bf16_encoder=bool(bf16),

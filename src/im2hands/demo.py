@@ -390,7 +390,7 @@ def run_demo(out_dir: str | Path, *, inputs: Sequence[DemoInput] | None = None,
         lattice: extraction lattice (default 257^3).
         metrics: point counts of the metrics.
         seed: seed of the anchors and of the metrics' sampling.
-        bf16: RefOcc's bfloat16 fast mode (:class:`~im2hands.api.Im2Hands`); None: as stored.
+        bf16: the bfloat16 fast mode (:class:`~im2hands.api.Im2Hands`); None: as stored.
     """
     from im2hands.api import Im2Hands
 

@@ -25,7 +25,7 @@ so official checkpoints load by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -153,15 +153,14 @@ class PartDecoder(nn.Module):
             self._cache_key, self._cache = None, None
         return stacked
 
-    def bf16_weights(self, weights: StackedWeights) -> dict[str, Tensor]:
-        """bfloat16 copies of the layer 1-4 weights of `weights` (the bfloat16 path of :meth:`forward`),
-        cached with the float32 stack."""
+    def bf16_weights(self, weights: StackedWeights) -> StackedWeights:
+        """`weights` with the layer 1-4 tensors in bfloat16 (the bfloat16 path of :meth:`forward`; layer 0's
+        stay float32), cached for the float32 stack it was made from."""
         cached = getattr(self, "_bf16_cache", None)
         if cached is not None and cached[0] is weights:
             return cached[1]
-        bf = torch.bfloat16
-        out = {name: getattr(weights, name).to(bf).contiguous()
-               for name in ("w1_aug", "w2_img_aug", "w2_hidden", "b3", "w3", "b4", "w4")}
+        out = replace(weights, **{name: getattr(weights, name).to(torch.bfloat16).contiguous()
+                                  for name in ("w1_aug", "w2_img_aug", "w2_hidden", "b3", "w3", "b4", "w4")})
         self._bf16_cache = (weights, out)
         return out
 
@@ -278,8 +277,12 @@ class PartDecoder(nn.Module):
                             F.pad(w0.new_ones(K * B, 1, 1), (0, 0, 3, 0))], dim=2)
         a0 = buf_0.view(K * B, n, HIDDEN + 1) if buf_0 is not None else None
         h = F.leaky_relu_(layer(None, x1, w0_aug, a0).view(K, m, HIDDEN + 1), LEAKY_SLOPE)  # [a0, 1]
-        if bf16_workspace is not None and workspace is not None:
-            return self._layers_bf16(h, img_feat, sw, bf16_workspace, B, n)
+        bf16 = bf16_workspace is not None and workspace is not None
+        if bf16:   # layers 1-4 on bfloat16 activations, weights and buffers; the same operations as below
+            sw = self.bf16_weights(sw)
+            h = bf16_workspace.get(0, (K, m, HIDDEN + 1)).copy_(h)
+            img_feat = img_feat.to(torch.bfloat16)
+            buf_a, buf_b = bf16_workspace.get(2, (K, m, HIDDEN)), bf16_workspace.get(1, (K, m, HIDDEN))
         h = F.leaky_relu_(layer(None, h, sw.w1_aug, buf_b), LEAKY_SLOPE)           # a1 (a0 + L1 folded)
         f1 = torch.cat([img_feat.reshape(m, IMG_FEAT_DIM), img_feat.new_ones(m, 1)], dim=-1)
         g = layer(None, f1.unsqueeze(0).expand(K, -1, -1), sw.w2_img_aug, buf_a)  # image term + b2
@@ -287,20 +290,8 @@ class PartDecoder(nn.Module):
         h = F.leaky_relu_(g, LEAKY_SLOPE)                                           # a2
         h = F.leaky_relu_(layer(sw.b3, h, sw.w3, buf_b), LEAKY_SLOPE)               # a3
         logits = torch.baddbmm(sw.b4, h, sw.w4)                                    # (16, m, 1)
-        return logits.view(K, B, n).permute(1, 2, 0)
-
-    def _layers_bf16(self, h0: Tensor, img_feat: Tensor, sw: StackedWeights, ws: Workspace, B: int,
-                     n: int) -> Tensor:
-        """Layers 1-4 of :meth:`forward` in bfloat16 from the float32 layer-0 output h0 (16, m, 65)."""
-        K, m = NUM_BONES, B * n
-        w = self.bf16_weights(sw)
-        h = ws.get(0, (K, m, HIDDEN + 1)).copy_(h0)
-        a = F.leaky_relu_(torch.bmm(h, w["w1_aug"], out=ws.get(1, (K, m, HIDDEN))), LEAKY_SLOPE)
-        f1 = torch.cat([img_feat.reshape(m, IMG_FEAT_DIM), img_feat.new_ones(m, 1)], dim=-1).to(torch.bfloat16)
-        g = torch.bmm(f1.unsqueeze(0).expand(K, -1, -1), w["w2_img_aug"], out=ws.get(2, (K, m, HIDDEN)))
-        h = F.leaky_relu_(g.baddbmm_(a, w["w2_hidden"]), LEAKY_SLOPE)
-        h = F.leaky_relu_(torch.baddbmm(w["b3"], h, w["w3"], out=ws.get(1, (K, m, HIDDEN))), LEAKY_SLOPE)
-        logits = torch.baddbmm(w["b4"], h, w["w4"]).float()
+        if bf16:
+            logits = logits.float()
         return logits.view(K, B, n).permute(1, 2, 0)
 
 

@@ -326,10 +326,10 @@ class RefOcc(nn.Module):
             anchors_left, anchors_right: (B, 512, 3) anchor points on each hand's initial surface, in **that
                 hand's query frame** (query units, like the points of :meth:`decode`; the surface points of
                 a :class:`~im2hands.data.dataset.HandsDataset` item).
-        Returns:
-            :class:`RefOccEncoding`.
             init_encoding: the frozen InitOcc's :meth:`InitOcc.encode` of the same images and cameras, when the
                 caller already has it (a network with the same weights); None computes it.
+        Returns:
+            :class:`RefOccEncoding`.
         """
         self._check_encode(image, camera, left, right, anchors_left, anchors_right)
         return self.encode_camera(image, camera, left, right, left.to_camera(anchors_left, "left", camera),
