@@ -120,8 +120,8 @@ class RefOccConfig:
     """Inference (no autograd) only: run the anchors' point-transformer encoder under bfloat16 autocast (its
     linear layers, above all the per-pair products of the three full self-attention blocks, take bfloat16
     inputs; positions, nearest neighbours and furthest-point sampling stay float32; the outputs are returned
-    in float32). Part of the bfloat16 fast mode (``Im2Hands(bf16=True)``, 1.37x per image on a CPU with
-    AVX512-BF16, ``docs/PERFORMANCE.md``); the golden network's latents move by under 5 % of their spread
+    in float32). Part of the bfloat16 fast mode (``Im2Hands(bf16=True)``, 1.37-1.60x per image on a CPU with
+    AVX512-BF16, ``docs/PERFORMANCE.md``); the golden network's latents move by up to 5.3 % of their spread
     (``tests/models/test_ref_occ.py``). Off by default."""
 
     def __post_init__(self):
