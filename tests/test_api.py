@@ -319,6 +319,39 @@ def test_refined_stage_reuses_the_initial_values(sample, small, monkeypatch):
         np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-5)
 
 
+def test_contact_cue_refinement_reuses_the_initial_values(sample, small):
+    """A RefOcc with the contact cue (the other hand's frozen InitOcc at each query) reconstructs the same
+    refined meshes with and without reusing the initial stage's values, and differs from the same residual
+    refinement without the cue once its head is non-zero."""
+    import dataclasses
+
+    from im2hands.models.ref_occ import RefOcc
+
+    init, ref, _ = small
+    cued = RefOcc(dataclasses.replace(ref.config, residual=True, contact_cue=True)).eval()
+    cued.load_state_dict({**cued.state_dict(), **ref.state_dict()})
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in cued.contact_head.parameters():
+            p.normal_(0, 0.5)
+    model = Im2Hands(init_occ=init, ref_occ=cued, lattice=Lattice(8, 2))
+    assert model.reuse_initial
+    reused = model.reconstruct_crop(_crop(sample), _joints(sample), refine_keypoints=False)
+    model.reuse_initial = False
+    fresh = model.reconstruct_crop(_crop(sample), _joints(sample), refine_keypoints=False)
+    residual = RefOcc(dataclasses.replace(ref.config, residual=True)).eval()
+    residual.load_state_dict(ref.state_dict())
+    plain = Im2Hands(init_occ=init, ref_occ=residual, lattice=Lattice(8, 2)).reconstruct_crop(
+        _crop(sample), _joints(sample), refine_keypoints=False)
+    for side in ("right", "left"):
+        a, b = reused.mesh("refined", side), fresh.mesh("refined", side)
+        np.testing.assert_array_equal(a.faces, b.faces)
+        np.testing.assert_allclose(a.vertices, b.vertices, atol=1e-5)
+    assert any(len(reused.mesh("refined", s).vertices) != len(plain.mesh("refined", s).vertices)
+               or not np.allclose(reused.mesh("refined", s).vertices, plain.mesh("refined", s).vertices)
+               for s in ("right", "left"))
+
+
 def test_reuse_needs_the_same_initial_network(small):
     import copy
 

@@ -13,7 +13,7 @@ from im2hands.models.init_occ import HandInputs
 from im2hands.official import ref_occ as golden_check
 from im2hands.official.check import compare
 from im2hands.official.tolerance import tolerance_for
-from im2hands.models.ref_occ import RefOcc, RefOccConfig, RefOccEncoding
+from im2hands.models.ref_occ import CUE_CLIP, RefOcc, RefOccConfig, RefOccEncoding
 
 from ..conftest import GOLDEN_DIR
 
@@ -200,6 +200,49 @@ def test_residual_starts_as_initocc_and_adds_the_correction(default_model, input
     torch.testing.assert_close(res.left.init_occupancy, plain.left.init_occupancy)
     with pytest.raises(TypeError, match="residual"):
         RefOccConfig(residual=1)
+
+
+def test_contact_cue_reads_both_initial_hands(default_model, inputs):
+    """contact_cue=True: a new network equals the residual one (the head starts at zero); with a trained head
+    the refined logit is the residual logit + head(this hand's, the other hand's frozen InitOcc max part logit
+    at the point, clipped), in both passes; only ``contact_head.*`` parameters are added."""
+    base_cfg = dataclasses.replace(default_model.config, residual=True)
+    cfg = dataclasses.replace(base_cfg, contact_cue=True)
+    base, cued = RefOcc(base_cfg).eval(), RefOcc(cfg).eval()
+    extra = set(cued.state_dict()) - set(base.state_dict())
+    assert extra and all(k.startswith("contact_head.") for k in extra)
+    assert set(base.state_dict()) <= set(cued.state_dict())
+    base.load_state_dict(default_model.state_dict())
+    cued.load_state_dict({**cued.state_dict(), **default_model.state_dict()})
+    pl, pr = inputs.points_left[:, :300], inputs.points_right[:, :200]
+    enc_args = (inputs.image, inputs.camera, inputs.left, inputs.right, inputs.anchors_cam_left,
+                inputs.anchors_cam_right)
+    with torch.no_grad():
+        ref = base.decode(base.encode_camera(*enc_args), pl, pr, pen=True)
+        fresh = cued.decode(cued.encode_camera(*enc_args), pl, pr, pen=True)
+        for a, b in ((fresh.left, ref.left), (fresh.right, ref.right), (fresh.pen_left, ref.pen_left)):
+            torch.testing.assert_close(a.logit, b.logit)
+        torch.manual_seed(0)
+        for p in cued.contact_head.parameters():   # a "trained" head
+            p.normal_(0, 0.5)
+        out = cued.decode(cued.encode_camera(*enc_args), pl, pr, pen=True)
+        enc = cued.init_occ.encode(inputs.image, inputs.camera)
+        init = cued.init_occ
+        own_l = init.decode(enc, inputs.left, pl, "left").part_logits.amax(-1)
+        right_at_l = init.decode(enc, inputs.right, pl, "right", pen=True, other=inputs.left).part_logits.amax(-1)
+        own_r = init.decode(enc, inputs.right, pr, "right").part_logits.amax(-1)
+        left_at_r = init.decode(enc, inputs.left, pr, "left", pen=True, other=inputs.right).part_logits.amax(-1)
+        head = lambda a, b: cued.contact_head(torch.stack([a, b], -1).clamp(-CUE_CLIP, CUE_CLIP))[..., 0]
+        expect = {"left": ref.left.logit + head(own_l, right_at_l),
+                  "pen_right": ref.pen_right.logit + head(right_at_l, own_l),
+                  "right": ref.right.logit + head(own_r, left_at_r),
+                  "pen_left": ref.pen_left.logit + head(left_at_r, own_r)}
+    assert float((expect["left"] - ref.left.logit).abs().max()) > 0.1   # the head does change the output
+    for name, e in expect.items():
+        torch.testing.assert_close(getattr(out, name).logit, e, atol=1e-4, rtol=1e-5)
+    for bad in (dict(residual=False), dict(official_quirks=True)):
+        with pytest.raises(ValueError, match="contact_cue"):
+            RefOccConfig(**{"residual": True, "contact_cue": True, **bad})
 
 
 def test_runs_under_bf16_autocast_with_the_frozen_initocc_in_float32(default_model, inputs):

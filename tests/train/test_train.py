@@ -262,6 +262,11 @@ def test_compact_recipe_fields_refuse_bad_values(tmp_path):
                                   ("encoder_width", 0, "encoder_width")):
         with pytest.raises(ValueError, match=message):
             TrainConfig(**{field: value})
+    for kw in (dict(stage="ref-occ", refine_residual=False), dict(stage="init-occ", refine_residual=True),
+               dict(stage="ref-occ", refine_residual=True, official_quirks=True)):
+        with pytest.raises(ValueError, match="contact_cue"):
+            TrainConfig(contact_cue=True, **kw)
+    TrainConfig(stage="ref-occ", refine_residual=True, contact_cue=True)
     with pytest.raises(ValueError, match="limit: expected an int >= 0"):
         precompute_anchors(AnchorsConfig(checkpoint=tmp_path / "none.pt", data=tmp_path, limit=-2))
 

@@ -18,6 +18,8 @@ Per batch of query points (:meth:`RefOcc.decode`, any number of times)::
     trans_dec(centred flipped camera xyz; [image feature ‖ o repeated 32x]; z', anchors, latents) --> logit
     refined occupancy = sigmoid(logit) (a full occupancy, not a residual)
     (``RefOccConfig.residual``: sigmoid(InitOcc's max part logit + trans_dec output) instead)
+    (``RefOccConfig.contact_cue``, residual only: + contact_head(this hand's and the other hand's frozen
+    InitOcc max part logits at the point, each clipped to ±CUE_CLIP))
 
 With ``pen=True`` each hand's network is also evaluated at the *other* hand's query points (its latents
 and decoder, the other points' image features, this hand's initial occupancy there): the inputs of the
@@ -82,6 +84,11 @@ activations are (chunk x 9 neighbours x 200) float32 = 29.5 MB at 4,096, below g
 (32 MB): bigger blocks are mmap-ed and unmapped at every allocation, so each touch of them page-faults afresh.
 With one chunk of 8,192 (batch 4, 2,048 points) a training step took 10x the page faults and 25 % more CPU
 per sample than at batch 1-2 (``docs/TRAINING.md``, "Where the time goes"); results do not depend on it."""
+CUE_CLIP = 8.0
+"""The contact cue's inputs (frozen InitOcc max part logits) are clipped to ±CUE_CLIP: far from a hand its
+logit only says "outside", and the cue should not extrapolate on how far."""
+CUE_HIDDEN = 32
+"""Width of the contact head's two hidden layers."""
 DECODER_CHUNK_POINTS = 4096
 """Queries (summed over batch rows) the refinement decoder evaluates at once without autograd, inside each
 ``RefOccConfig.chunk_points`` chunk: its three (chunk x 9 x 200) scratch buffers then stay below 30 MB each,
@@ -110,6 +117,16 @@ class RefOccConfig:
     untrained refinement returns the initial occupancy exactly and training only learns the correction.
     The parameters are the official ones either way; only the meaning of the output differs."""
 
+    contact_cue: bool = False
+    """Residual refinement only (``residual=True``, default mode): the correction also reads the *other*
+    hand's frozen InitOcc at each query point. A small MLP (``contact_head``: 2 -> 32 -> 32 -> 1, last layer
+    starting at zero) maps (this hand's, the other hand's) InitOcc max part logit at the point to a logit
+    correction added to the refined logit. Where the two initial hands overlap, which one yields is then a
+    function of both hands' evidence at that point that training learns from the occupancy and
+    penetration losses, instead of something the query-anchor attention has to discover from 512 anchors
+    per hand. Adds ``contact_head.*`` parameters (not in official checkpoints) and one frozen InitOcc
+    evaluation of the other hand per query. Off by default and in the official preset."""
+
     bf16_decoder: bool = False
     """Inference (no autograd) only: run the refinement decoder's three per-neighbour matrix products in
     bfloat16 with float32 accumulation (:meth:`PointTransformerDecoderOcc.forward`, ``bf16``): the decoder
@@ -132,6 +149,11 @@ class RefOccConfig:
                 raise TypeError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         if not isinstance(self.residual, bool):
             raise TypeError(f"residual: expected a bool, got {self.residual!r}")
+        if not isinstance(self.contact_cue, bool):
+            raise TypeError(f"contact_cue: expected a bool, got {self.contact_cue!r}")
+        if self.contact_cue and (not self.residual or self.official_quirks):
+            raise ValueError("contact_cue: needs residual=True and official_quirks=False (it adds a correction "
+                             "to the frozen InitOcc's logit)")
 
 
 @dataclass(frozen=True)
@@ -272,6 +294,11 @@ class RefOcc(nn.Module):
         if config.residual:   # start as the identity on the initial occupancy
             nn.init.zeros_(self.trans_dec.fc_out.weight)
             nn.init.zeros_(self.trans_dec.fc_out.bias)
+        if config.contact_cue:
+            self.contact_head = nn.Sequential(nn.Linear(2, CUE_HIDDEN), nn.ReLU(), nn.Linear(CUE_HIDDEN, CUE_HIDDEN),
+                                              nn.ReLU(), nn.Linear(CUE_HIDDEN, 1))
+            nn.init.zeros_(self.contact_head[-1].weight)   # starts as no correction
+            nn.init.zeros_(self.contact_head[-1].bias)
         self.init_occ.eval()
 
     def train(self, mode: bool = True) -> RefOcc:
@@ -458,6 +485,8 @@ class RefOcc(nn.Module):
                                                     points_cam=init_cam)
                     init = init_out.occupancy[:, lead:]
                     init_max = init_out.part_logits[:, lead:].amax(dim=-1) if self.config.residual else None
+                if self.config.contact_cue:
+                    other_max = self._other_initial(encoding, side, frame_side, chunk, cam)
             if s == 0:
                 cam0 = cam[:, :1]
             feat, xyz = self._camera_features(encoding, cam)
@@ -466,12 +495,27 @@ class RefOcc(nn.Module):
                                    scratch=scratch, bf16=self.config.bf16_decoder)
             if self.config.residual:
                 logit = logit + init_max
+            if self.config.contact_cue:
+                cue = torch.stack([init_max, other_max], dim=-1).clamp(-CUE_CLIP, CUE_CLIP)
+                logit = logit + self.contact_head(cue.to(logit.dtype))[..., 0].float()
             logits.append(logit)
             inits.append(init)
         empty = points.new_zeros(b, 0, dtype=torch.float32)
         logit = torch.cat(logits, dim=1) if logits else empty
         init = torch.cat(inits, dim=1) if inits else empty
         return HandOutput(occupancy=torch.sigmoid(logit), logit=logit, init_occupancy=init)
+
+    def _other_initial(self, encoding: RefOccEncoding, side: Side, frame_side: Side, chunk: Tensor,
+                       cam: Tensor) -> Tensor:
+        """(B, n) max part logit of the frozen InitOcc of the hand that is *not* `side` at a chunk of points in
+        `frame_side`'s query frame (camera coordinates `cam`): the contact cue's second input."""
+        cue_side = other_side(side)
+        if cue_side == frame_side:   # pen pass: the other hand at its own points
+            out = self.init_occ.decode(encoding.init_occ, encoding.inputs(cue_side), chunk, cue_side, points_cam=cam)
+        else:                        # main pass: the other hand at this hand's points
+            out = self.init_occ.decode(encoding.init_occ, encoding.inputs(cue_side), chunk, cue_side, pen=True,
+                                       other=encoding.inputs(frame_side), points_cam=cam)
+        return out.part_logits.amax(dim=-1)
 
     def _known_initial(self, encoding: RefOccEncoding, hand: HandInputs, side: Side, chunk: Tensor, cam: Tensor,
                        known: InitialValues, lo: int, hi: int) -> tuple[Tensor, Tensor]:

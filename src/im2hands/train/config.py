@@ -130,6 +130,10 @@ class TrainConfig:
     """ref-occ: the refinement predicts a correction of InitOcc's logit, starting from zero
     (``RefOccConfig.residual``), instead of the occupancy itself (official). It then starts where InitOcc is
     and cannot end up below it for lack of training."""
+    contact_cue: bool = False
+    """ref-occ, with refine_residual: the correction also reads the other hand's frozen InitOcc logit at each
+    query (``RefOccConfig.contact_cue``), so where the initial hands overlap the refinement learns which
+    one yields."""
     transforms_from: Literal["gt", "noisy"] = "gt"
     """Keypoints the bone transforms come from during training (official: predicted keypoints)."""
     train_samples: int = 0
@@ -193,6 +197,10 @@ class TrainConfig:
         if self.resample_noise and self.stage != "kpts-ref":
             raise ValueError(f"resample_noise: only the kpts-ref stage reads the noisy keypoints alone "
                              f"(stage {self.stage!r} takes its bone transforms from the stored ones)")
+        if self.contact_cue and (self.stage != "ref-occ" or not self.refine_residual or self.official_quirks):
+            raise ValueError("contact_cue: a ref-occ option that needs refine_residual and not official_quirks "
+                             f"(stage {self.stage!r}, refine_residual {self.refine_residual}, "
+                             f"official_quirks {self.official_quirks})")
 
 
 _OFFICIAL = {
@@ -228,11 +236,12 @@ def _compact(stage: str) -> TrainConfig:
         # logit, on the GT keypoints' bone transforms with anchors on InitOcc's meshes from them
         # (`train anchors --transforms-from gt --name gt`); on the noisy keypoints' transforms (official) the
         # correction it learnt in 200 steps lowered the validation IoU (docs/TRAINING.md, "The compact preset").
-        # 600 samples: their anchors take ~8 min to precompute on 2 cores; a step takes ~4.3 s idle (the
-        # anchors' point transformer), so 400 steps are ~30-45 min
-        return replace(base, batch_size=2, points_per_hand=1024, steps=400, freeze_encoder=True,
-                       transforms_from="gt", train_samples=600, refine_residual=True, occupancy_loss="bce",
-                       optim=OptimConfig(lr=3e-4, weight_decay=1e-5, step_size=400, gamma=0.3))
+        # The contact cue gives it both initial hands at each point: where they overlap it learns which yields.
+        # 600 samples: their anchors take ~8 min to precompute on 2 cores; a step takes ~4.3 s idle in float32
+        # (the anchors' point transformer), ~2.2 s with --precision bf16 on a CPU with AVX512-BF16
+        return replace(base, batch_size=2, points_per_hand=1024, steps=1200, freeze_encoder=True,
+                       transforms_from="gt", train_samples=600, refine_residual=True, contact_cue=True,
+                       occupancy_loss="bce", optim=OptimConfig(lr=3e-4, weight_decay=1e-5, step_size=800, gamma=0.3))
     return replace(base, batch_size=16, steps=1500, freeze_encoder=True, kpts_hand_centred=True, kpts_linear_path=True,
                    resample_noise=True, kpts_loss="mpjpe", kpts_linear_fit_draws=8,
                    optim=OptimConfig(lr=1e-3, step_size=1000, gamma=0.3))

@@ -62,7 +62,7 @@ def model_config(config: TrainConfig, init_config: InitOccConfig | None = None):
         if init_config is None:
             raise ValueError("init_from: the ref-occ stage needs an init-occ checkpoint (--init-from RUN/best.pt)")
         return RefOccConfig(official_quirks=config.official_quirks, image_encoder=enc, residual=config.refine_residual,
-                            init_occ=replace(init_config, official_quirks=config.official_quirks))
+                            contact_cue=config.contact_cue, init_occ=replace(init_config, official_quirks=config.official_quirks))
     return KptsRefConfig(encoder=enc, official_quirks=config.official_quirks, img_dim=config.kpts_img_dim,
                          hand_centred=config.kpts_hand_centred, linear_path=config.kpts_linear_path)
 
