@@ -23,7 +23,8 @@ Per batch of query points (:meth:`RefOcc.decode`, any number of times)::
 
 With ``pen=True`` each hand's network is also evaluated at the *other* hand's query points (its latents
 and decoder, the other points' image features, this hand's initial occupancy there): the inputs of the
-penetration loss.
+penetration loss. With the contact cue, every evaluation (either pass) also runs the frozen InitOcc of the
+hand it is not for at the same points: the head's second input.
 
 Frames: the *flipped camera frame* is the OpenCV camera frame times [1, -1, -1] (metres); the transformer
 works in it minus ``center`` (the bbox centre of both hands' anchors). Hand frames as in
@@ -273,7 +274,8 @@ class RefOcc(nn.Module):
 
     ``state_dict`` keys equal the official ``ArticulatedHandNetRefOcc`` (1596 entries): the frozen
     ``init_occ.*`` copy, ``image_encoder.*``, ``image_final_layer``, ``hms_global_layer``,
-    ``dp_global_layer``, ``trans_enc.*``, ``trans_dec.*``, ``context_enc.0``.
+    ``dp_global_layer``, ``trans_enc.*``, ``trans_dec.*``, ``context_enc.0``; with
+    ``RefOccConfig.contact_cue`` also ``contact_head.*`` (ours).
     """
 
     def __init__(self, config: RefOccConfig | None = None):
