@@ -205,7 +205,8 @@ def test_residual_starts_as_initocc_and_adds_the_correction(default_model, input
 def test_contact_cue_reads_both_initial_hands(default_model, inputs):
     """contact_cue=True: a new network equals the residual one (the head starts at zero); with a trained head
     the refined logit is the residual logit + head(this hand's, the other hand's frozen InitOcc max part logit
-    at the point, clipped), in both passes; only ``contact_head.*`` parameters are added."""
+    at the point, clipped), in both passes, with each frozen InitOcc run once per point set; only
+    ``contact_head.*`` parameters are added."""
     base_cfg = dataclasses.replace(default_model.config, residual=True)
     cfg = dataclasses.replace(base_cfg, contact_cue=True)
     base, cued = RefOcc(base_cfg).eval(), RefOcc(cfg).eval()
@@ -225,7 +226,13 @@ def test_contact_cue_reads_both_initial_hands(default_model, inputs):
         torch.manual_seed(0)
         for p in cued.contact_head.parameters():   # a "trained" head
             p.normal_(0, 0.5)
-        out = cued.decode(cued.encode_camera(*enc_args), pl, pr, pen=True)
+        enc_cued = cued.encode_camera(*enc_args)
+        decoded, decode = [], cued.init_occ.decode
+        cued.init_occ.decode = lambda *a, **kw: decoded.append(a[2].shape[1]) or decode(*a, **kw)
+        out = cued.decode(enc_cued, pl, pr, pen=True)
+        del cued.init_occ.decode
+        # each frozen InitOcc once per point set: both hands' networks at both hands' points
+        assert sum(decoded) == 2 * (pl.shape[1] + pr.shape[1])
         enc = cued.init_occ.encode(inputs.image, inputs.camera)
         init = cued.init_occ
         own_l = init.decode(enc, inputs.left, pl, "left").part_logits.amax(-1)

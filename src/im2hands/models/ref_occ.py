@@ -448,7 +448,8 @@ class RefOcc(nn.Module):
         check_finite(points, name)
 
     def _decode_hand(self, encoding: RefOccEncoding, side: Side, points: Tensor, *, pen: bool,
-                     scratch: Tensor | None, known: InitialValues | None = None) -> HandOutput:
+                     scratch: Tensor | None, known: InitialValues | None = None,
+                     other_max: Tensor | None = None) -> HandOutput:
         """`side`'s network at points in `side`'s query frame (pen=False) or the other hand's (pen=True).
 
         Everything runs in chunks of ``config.chunk_points`` points so that memory stays bounded at any
@@ -456,6 +457,8 @@ class RefOcc(nn.Module):
         passed to it (official quirk); each later chunk is therefore evaluated with query 0 prepended (its
         extra output dropped), which gives exactly the values of one call on all points. `known`: the frozen
         InitOcc's values where the caller has them (default mode only); it runs on the other points.
+        `other_max`: (B, N) the contact cue's other-hand max part logit at the points when the caller has it
+        (:meth:`decode` with the pen pass); None computes it per chunk.
         """
         hand = encoding.inputs(side)
         frame_side = other_side(side) if pen else side
@@ -488,7 +491,8 @@ class RefOcc(nn.Module):
                     init = init_out.occupancy[:, lead:]
                     init_max = init_out.part_logits[:, lead:].amax(dim=-1) if self.config.residual else None
                 if self.config.contact_cue:
-                    other_max = self._other_initial(encoding, side, frame_side, chunk, cam)
+                    cue_other = other_max[:, s:s + step] if other_max is not None else \
+                        self._other_initial(encoding, side, frame_side, chunk, cam)
             if s == 0:
                 cam0 = cam[:, :1]
             feat, xyz = self._camera_features(encoding, cam)
@@ -498,7 +502,7 @@ class RefOcc(nn.Module):
             if self.config.residual:
                 logit = logit + init_max
             if self.config.contact_cue:
-                cue = torch.stack([init_max, other_max], dim=-1).clamp(-CUE_CLIP, CUE_CLIP)
+                cue = torch.stack([init_max, cue_other], dim=-1).clamp(-CUE_CLIP, CUE_CLIP)
                 logit = logit + self.contact_head(cue.to(logit.dtype))[..., 0].float()
             logits.append(logit)
             inits.append(init)
@@ -572,6 +576,8 @@ class RefOcc(nn.Module):
             most = max(points_left.shape[0] * points_left.shape[1], points_right.shape[0] * points_right.shape[1])
             scratch = self.trans_dec.scratch(min(most, self.config.chunk_points, DECODER_CHUNK_POINTS),
                                              encoding.img_feat)
+        if pen and self.config.contact_cue:
+            return self._decode_with_cue_and_pen(encoding, points, known, scratch)
         main = {s: self._decode_hand(encoding, s, points[s], pen=False, scratch=scratch, known=known[s])
                 for s in SIDES}
         if pen:
@@ -579,6 +585,34 @@ class RefOcc(nn.Module):
                      for s in SIDES}
         else:
             other = {s: self._empty(encoding) for s in SIDES}
+        return RefOccOutput(left=main["left"], right=main["right"], pen_left=other["left"],
+                            pen_right=other["right"])
+
+    def _decode_with_cue_and_pen(self, encoding: RefOccEncoding, points: dict[Side, Tensor],
+                                 known: dict[Side, InitialValues | None], scratch: Tensor | None) -> RefOccOutput:
+        """:meth:`decode` with the pen pass and the contact cue. At one hand's points, its main pass reads
+        (this hand's, the other hand's) frozen InitOcc and the other hand's pen pass reads the same two values
+        the other way round, so each frozen InitOcc runs once per point set and both passes take its values."""
+        own, cross = {}, {}
+        with torch.no_grad(), torch.autocast(encoding.img_feat.device.type, enabled=False):
+            for s in SIDES:
+                hand, cam = encoding.inputs(s), encoding.inputs(s).to_camera(points[s], s, encoding.camera)
+                n = points[s].shape[1]
+                if known[s] is not None:
+                    occ, max_logit = self._known_initial(encoding, hand, s, points[s], cam, known[s], 0, n)
+                else:
+                    out = self.init_occ.decode(encoding.init_occ, hand, points[s], s, points_cam=cam)
+                    occ, max_logit = out.occupancy, out.part_logits.amax(dim=-1)
+                own[s] = InitialValues(occupancy=occ, max_logit=max_logit)
+                o = other_side(s)
+                out = self.init_occ.decode(encoding.init_occ, encoding.inputs(o), points[s], o, pen=True, other=hand,
+                                           points_cam=cam)
+                cross[s] = InitialValues(occupancy=out.occupancy, max_logit=out.part_logits.amax(dim=-1))
+        main = {s: self._decode_hand(encoding, s, points[s], pen=False, scratch=scratch, known=own[s],
+                                     other_max=cross[s].max_logit) for s in SIDES}
+        # pen pass of hand o at hand s's points: o's InitOcc there is cross[s], the other (s's) is own[s]
+        other = {other_side(s): self._decode_hand(encoding, other_side(s), points[s], pen=True, scratch=scratch,
+                                                  known=cross[s], other_max=own[s].max_logit) for s in SIDES}
         return RefOccOutput(left=main["left"], right=main["right"], pen_left=other["left"],
                             pen_right=other["right"])
 

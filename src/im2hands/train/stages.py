@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from im2hands.api import refined_threshold
 from im2hands.hand.camera import Camera
 from im2hands.hand.skeleton import SIDES
 from im2hands.models.encoder import ImageEncoderConfig, ImageFeatures
@@ -37,8 +38,9 @@ from im2hands.train.losses import nearest_part, occupancy_bce, occupancy_mse, pa
 MODEL_KIND = {"halo": "init_occ", "init-occ": "init_occ", "ref-occ": "ref_occ", "kpts-ref": "kpts_ref"}
 """Stage -> network kind of the checkpoint format (:mod:`im2hands.models.checkpoint`)."""
 
-IOU_THRESHOLD = {"halo": 0.5, "init-occ": 0.5, "ref-occ": 0.45}
-"""Occupancy threshold of each stage's validation IoU (official generation thresholds)."""
+IOU_THRESHOLD = {"halo": 0.5, "init-occ": 0.5}
+"""Occupancy threshold of the InitOcc stages' validation IoU (the official generation threshold); ref-occ
+uses the reconstruction's refined iso-value, :func:`im2hands.api.refined_threshold`."""
 
 
 
@@ -305,9 +307,8 @@ def validate_occupancy(model: nn.Module, batch: dict, config: TrainConfig, ancho
     labels = {s: batch[s][label][:, :n] for s in SIDES}
     hands = hands_of(batch)
     cam = camera_of(batch)
-    # a residual refinement keeps InitOcc's threshold (im2hands.api.refined_threshold)
-    thr = IOU_THRESHOLD["init-occ"] if config.stage == "ref-occ" and config.refine_residual \
-        else IOU_THRESHOLD[config.stage]
+    # RefOcc: the reconstruction's refined iso-value (a residual refinement keeps InitOcc's)
+    thr = refined_threshold(model) if config.stage == "ref-occ" else IOU_THRESHOLD[config.stage]
     if config.stage == "ref-occ":
         enc = model.encode(batch["image"], cam, hands["left"], hands["right"], batch["left"]["anchors"],
                            batch["right"]["anchors"])
