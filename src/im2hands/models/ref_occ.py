@@ -23,8 +23,9 @@ Per batch of query points (:meth:`RefOcc.decode`, any number of times)::
 
 With ``pen=True`` each hand's network is also evaluated at the *other* hand's query points (its latents
 and decoder, the other points' image features, this hand's initial occupancy there): the inputs of the
-penetration loss. With the contact cue, every evaluation (either pass) also runs the frozen InitOcc of the
-hand it is not for at the same points: the head's second input.
+penetration loss. With the contact cue each evaluation also reads the frozen InitOcc of the hand it is not
+for at the same points (the head's second input): computed per chunk without the pen pass; with it, each
+frozen InitOcc runs once per point set and both passes share the values (the pen pass needs them anyway).
 
 Frames: the *flipped camera frame* is the OpenCV camera frame times [1, -1, -1] (metres); the transformer
 works in it minus ``center`` (the bbox centre of both hands' anchors). Hand frames as in
@@ -125,8 +126,9 @@ class RefOccConfig:
     correction added to the refined logit. Where the two initial hands overlap, which one yields is then a
     function of both hands' evidence at that point that training learns from the occupancy and
     penetration losses, instead of something the query-anchor attention has to discover from 512 anchors
-    per hand. Adds ``contact_head.*`` parameters (not in official checkpoints) and one frozen InitOcc
-    evaluation of the other hand per query. Off by default and in the official preset."""
+    per hand. Adds ``contact_head.*`` parameters (not in official checkpoints) and, without the pen pass
+    (reconstruction), one frozen InitOcc evaluation of the other hand per query; with it (training) none, as
+    the pen pass evaluates those values anyway. Off by default and in the official preset."""
 
     bf16_decoder: bool = False
     """Inference (no autograd) only: run the refinement decoder's three per-neighbour matrix products in
