@@ -117,3 +117,38 @@ def test_part_bce_and_occupancy_bce_known_values():
     assert wrong.item() == pytest.approx(2 * math.log1p(math.exp(30.0)) / 32, rel=1e-6)
     # zero logits: the occupancy BCE is log 2 whatever the labels
     assert occupancy_bce(torch.zeros(1, 2, 16), occ).item() == pytest.approx(math.log(2.0))
+
+
+def test_image_supervision_targets_and_known_values():
+    from im2hands.hand.skeleton import SIDES
+    from im2hands.train.losses import HEATMAP_SIGMA, hand_mask_targets, image_supervision, joint_heatmaps
+
+    # masks: a 4x4 block of right-hand pixels fills one cell; a half-filled cell of left-hand pixels
+    mask = torch.zeros(1, 16, 16, dtype=torch.int64)
+    mask[0, 0:4, 4:8] = SIDES.index("right") + 1
+    mask[0, 8:10, 8:12] = SIDES.index("left") + 1
+    t = hand_mask_targets(mask, 4)
+    assert t.shape == (1, 2, 4, 4)
+    right, left = SIDES.index("right"), SIDES.index("left")
+    assert t[0, right, 0, 1] == 1 and t[0, left, 2, 2] == 0.5 and t.sum() == 1.5
+    with pytest.raises(ValueError, match="multiple"):
+        hand_mask_targets(torch.zeros(1, 10, 10, dtype=torch.int64), 4)
+
+    # heat maps: pixel (0.5, 0.5)'s centre -> cell 0 at stride 1; a joint at image pixel x = 4 c + 2 peaks in cell c
+    px = torch.tensor([[[4 * 5 + 2.0, 4 * 9 + 2.0], [0.5, 0.5]]])
+    h = joint_heatmaps(px, 16, 4.0)
+    assert h.shape == (1, 2, 16, 16)
+    assert h[0, 0, 9, 5] == pytest.approx(1.0) and h[0, 0].flatten().argmax() == 9 * 16 + 5
+    assert h[0, 0, 9, 6] == pytest.approx(math.exp(-1 / (2 * HEATMAP_SIGMA ** 2)))
+    assert joint_heatmaps(torch.tensor([[[0.5, 0.5]]]), 4, 1.0)[0, 0, 0, 0] == pytest.approx(1.0)
+
+    # known losses: zero logits cost log 2; a zero heat map costs its target's share of a whole Gaussian's
+    # energy (a joint in the middle: ~1); the exact targets cost 0 and a perfect mask logit ~0
+    big = torch.tensor([[[32.0, 32.0]]])
+    mask64 = torch.zeros(1, 256, 256, dtype=torch.int64)
+    zero = image_supervision(torch.zeros(1, 2, 64, 64), torch.zeros(1, 1, 64, 64), mask64, big)
+    assert zero.mask.item() == pytest.approx(math.log(2.0)) and zero.heatmap.item() == pytest.approx(1.0, abs=1e-3)
+    exact = image_supervision(torch.full((1, 2, 64, 64), -40.0), joint_heatmaps(big, 64, 4.0), mask64, big)
+    assert exact.total.item() < 1e-12
+    with pytest.raises(ValueError, match="heatmaps"):
+        image_supervision(torch.zeros(1, 2, 64, 64), torch.zeros(1, 3, 64, 64), mask64, big)

@@ -267,6 +267,11 @@ def test_compact_recipe_fields_refuse_bad_values(tmp_path):
         with pytest.raises(ValueError, match="contact_cue"):
             TrainConfig(contact_cue=True, **kw)
     TrainConfig(stage="ref-occ", refine_residual=True, contact_cue=True)
+    for stage in ("ref-occ", "kpts-ref"):
+        with pytest.raises(ValueError, match="image_loss_weight"):
+            TrainConfig(stage=stage, image_loss_weight=1.0)
+    with pytest.raises(ValueError, match="image_loss_weight"):
+        TrainConfig(image_loss_weight=-1.0)
     with pytest.raises(ValueError, match="limit: expected an int >= 0"):
         precompute_anchors(AnchorsConfig(checkpoint=tmp_path / "none.pt", data=tmp_path, limit=-2))
 
@@ -359,3 +364,37 @@ def test_linear_path_fit_is_the_ridge_solution_and_lowers_the_error(data):
     assert float(err) < 0.05, float(err)
     with pytest.raises(ValueError, match="linear path"):
         fit_linear_path(KptsRef(replace(cfg, linear_path=False)), files, draws=1, resample_noise=False, seed=0)
+
+
+def test_halo_pretrains_the_image_encoder_for_init_occ(data, tmp_path, threads):
+    """image_loss_weight in the halo stage trains the image encoder on the 2D labels beside the part decoders,
+    which never read it (so they train exactly as without it), and init-occ starts from that encoder."""
+    import json
+
+    from im2hands.train.loop import train
+
+    base = replace(preset("smoke", "halo"), data=data, steps=12, points_per_hand=256, checkpoint_every=12)
+    plain = train(replace(base, out=tmp_path / "plain"))
+    pre = train(replace(base, out=tmp_path / "pre", image_loss_weight=1.0))
+    a, b = _weights(plain.last), _weights(pre.last)
+    decoders = [k for k in a if k.startswith(("left_decoder.", "right_decoder."))]
+    encoder = [k for k in a if k.startswith("image_encoder.") and a[k].is_floating_point()]
+    assert decoders and encoder
+    for k in decoders:
+        torch.testing.assert_close(b[k], a[k], msg=k)
+    # the plain run never touched its encoder; the pretraining one moved it and its 2D loss fell
+    moved = [k for k in encoder if not torch.allclose(a[k], b[k])]
+    assert len(moved) > len(encoder) // 2
+    logged = [json.loads(line) for line in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
+    image = [r["image_mask_bce"] + r["image_heatmap"] for r in logged if "image_mask_bce" in r]
+    assert len(image) == 12 and np.mean(image[-3:]) < 0.5 * np.mean(image[:3])
+
+    # init-occ takes the pretrained encoder from such a halo run (and only the decoders from a plain one)
+    init = replace(preset("smoke", "init-occ"), data=data, steps=1, points_per_hand=64, checkpoint_every=1,
+                   optim=replace(preset("smoke", "init-occ").optim, lr=0.0))
+    from_pre = _weights(train(replace(init, out=tmp_path / "i_pre", init_from=pre.last)).last)
+    from_plain = _weights(train(replace(init, out=tmp_path / "i_plain", init_from=plain.last)).last)
+    for k in encoder:
+        if "running" not in k and "num_batches" not in k:   # lr 0: the weights are the starting ones
+            torch.testing.assert_close(from_pre[k], b[k], msg=k)
+    assert not all(torch.allclose(from_plain[k], b[k]) for k in encoder if "running" not in k)

@@ -61,7 +61,7 @@ from im2hands.hand.canonical import Canonical
 from im2hands.hand.frames import query_to_camera, query_to_query, root_to_camera_z
 from im2hands.hand.skeleton import SIDES, Side, other_side
 from im2hands.models.attention import GridContext, ImageAttention
-from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
+from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig, ImageFeatures
 from im2hands.models.part_decoder import (
     NUM_BONES,
     QUERY_SCALE,
@@ -255,7 +255,11 @@ class InitOcc(nn.Module):
     # ------------------------------------------------------------------ encode
     def image_features(self, image: Tensor) -> Tensor:
         """(B, 3, 256, 256) normalised RGB -> (B, 32, 64, 64) ``img_feat``."""
-        feats = self.image_encoder(image)
+        return self.img_feat_of(self.image_encoder(image))
+
+    def img_feat_of(self, feats: ImageFeatures) -> Tensor:
+        """``img_feat`` (B, 32, 64, 64) from the encoder's output: its two finest decoder maps, concatenated
+        and projected (official)."""
         return self.image_final_layer(torch.cat([feats.hms_fmaps[-1], feats.dp_fmaps[-1]], dim=1))
 
     def encode(self, image: Tensor, camera: Camera) -> InitOccEncoding:

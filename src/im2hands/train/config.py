@@ -117,6 +117,13 @@ class TrainConfig:
     on the logit (InitOcc's max part logit, RefOcc's refined logit; does not saturate: learns faster)."""
     part_loss_weight: float = 0.0
     """Weight of the auxiliary per-part BCE of InitOcc/HALO (``train.losses.part_bce``; 0: off, official)."""
+    image_loss_weight: float = 0.0
+    """halo, init-occ: weight of the 2D supervision of the image encoder (``train.losses.image_supervision``:
+    the encoder's hand-mask logits against the samples' masks, its joint heat maps against Gaussians at the
+    GT joints' projections). The official InitOcc starts from IntagHand's encoder, trained with such 2D
+    labels; trained from scratch on occupancy alone, the compact InitOcc learnt to ignore the image
+    (docs/TRAINING.md). In the halo stage it trains the encoder beside the part decoders, which never read
+    it (their training is unchanged), and init-occ starts from that encoder. 0: off (official)."""
     coord_init_scale: float = 1.0
     """halo: multiply the initial first-layer weights that read the bone-frame coordinates by this factor.
     Inside a bone's frame the hand spans only ~0.01-0.1 units (the official input scale), so with the
@@ -184,7 +191,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
-        for name in ("part_loss_weight", "pen_weight"):
+        for name in ("part_loss_weight", "pen_weight", "image_loss_weight"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
@@ -197,6 +204,9 @@ class TrainConfig:
         if self.resample_noise and self.stage != "kpts-ref":
             raise ValueError(f"resample_noise: only the kpts-ref stage reads the noisy keypoints alone "
                              f"(stage {self.stage!r} takes its bone transforms from the stored ones)")
+        if self.image_loss_weight > 0 and self.stage not in ("halo", "init-occ"):
+            raise ValueError(f"image_loss_weight: trains the image encoder in the halo and init-occ stages only "
+                             f"(stage {self.stage!r} starts from init-occ's encoder)")
         if self.contact_cue and (self.stage != "ref-occ" or not self.refine_residual or self.official_quirks):
             raise ValueError("contact_cue: a ref-occ option that needs refine_residual and not official_quirks "
                              f"(stage {self.stage!r}, refine_residual {self.refine_residual}, "

@@ -120,6 +120,15 @@ def _check_init(ckpt: Checkpoint, path: Path, expected_kind: str, what: str) -> 
                          "checkpoint")
 
 
+def _halo_trained_its_encoder(path: Path) -> bool:
+    """Whether the halo training checkpoint at `path` trained its image encoder (``image_loss_weight`` > 0);
+    False for a checkpoint without training state (a converted or network-only file)."""
+    training = torch.load(path, map_location="cpu", weights_only=True).get("training")
+    if not training or "config_json" not in training:
+        return False
+    return float(json.loads(training["config_json"]).get("image_loss_weight", 0.0)) > 0
+
+
 def initialise(model: nn.Module, config: TrainConfig) -> None:
     """Load the stage's starting weights (``config.init_from``) into a fresh network."""
     if config.init_from is None:
@@ -133,9 +142,13 @@ def initialise(model: nn.Module, config: TrainConfig) -> None:
         _check_init(ckpt, path, "init_occ", "init-occ stage (decoders from HALO)")
         if src_stage:
             raise ValueError(f"init_from: {path} is an init-occ checkpoint; init-occ starts from a halo one")
-        state = {k: v for k, v in ckpt.state_dict.items() if k.startswith(("left_decoder.", "right_decoder."))}
+        taken = ("left_decoder.", "right_decoder.")
+        if _halo_trained_its_encoder(path):   # image_loss_weight > 0 in the halo run: start from its encoder
+            taken += ("image_encoder.",)
+        state = {k: v for k, v in ckpt.state_dict.items() if k.startswith(taken)}
         own = model.state_dict()
-        check_state_dict(state, {k: tuple(own[k].shape) for k in state}, f"{path} (HALO decoders)")
+        check_state_dict(state, {k: tuple(own[k].shape) for k in state},
+                         f"{path} (HALO {'decoders and image encoder' if len(taken) > 2 else 'decoders'})")
         model.load_state_dict(state, strict=False)
         # the image columns of layer 2 start at zero, so the untrained attention cannot perturb HALO's
         # occupancy: InitOcc starts as the HALO model and learns to use the image

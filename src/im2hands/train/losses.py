@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -165,3 +166,86 @@ def ref_occ_loss(output, target_left: Tensor, target_right: Tensor, *, pen_weigh
         pen = penetration_loss(output.left.occupancy, output.right.occupancy, output.pen_left.occupancy,
                                output.pen_right.occupancy, weight=pen_weight)
     return RefOccLoss(total=occ + pen, occupancy=occ, penetration=pen)
+
+
+# ------------------------------------------------------------------------------ image supervision
+
+HEATMAP_SIGMA = 2.0
+"""Standard deviation of a joint's target heat map, in heat-map cells (4 image pixels at the 256 x 256 crop)."""
+
+
+def hand_mask_targets(mask: Tensor, size: int) -> Tensor:
+    """Each hand's share of every heat-map cell.
+
+    Args:
+        mask: (B, H, W) integer labels of the visible hand per pixel (0 background, 1 right, 2 left: the
+            samples' ``mask``); H and W multiples of ``size``.
+        size: side of the target grid (the encoder's mask resolution, H / 4).
+    Returns:
+        (B, 2, size, size) float32 in [0, 1], channel i the share of hand ``skeleton.SIDES[i]``
+        (right, left) in the cell.
+    """
+    check_tensor(mask, "mask")
+    b, h, w = check_shape(mask, "B H W", "mask").values()
+    if h % size or w % size:
+        raise ValueError(f"mask: {h}x{w} is not a multiple of the target grid {size}")
+    onehot = torch.stack([mask == i + 1 for i in range(len(skeleton.SIDES))], dim=1).float()
+    return F.adaptive_avg_pool2d(onehot, size)
+
+
+def joint_heatmaps(joints_px: Tensor, size: int, stride: float, sigma: float = HEATMAP_SIGMA) -> Tensor:
+    """Gaussian heat maps (peak 1) centred on each joint's projection.
+
+    Args:
+        joints_px: (B, J, 2) joint positions in image pixels (x right, y down; pixel (0, 0)'s centre at
+            (0.5, 0.5)).
+        size: heat-map side in cells; a cell is ``stride`` x ``stride`` image pixels.
+        sigma: Gaussian standard deviation in cells.
+    Returns:
+        (B, J, size, size) float32; a joint outside the image gives the part of its Gaussian that falls inside.
+    """
+    check_tensor(joints_px, "joints_px")
+    check_shape(joints_px, "B J 2", "joints_px")
+    centre = joints_px.float() / stride - 0.5          # in cell units, cell c's centre at c
+    grid = torch.arange(size, dtype=torch.float32, device=joints_px.device)
+    gx = torch.exp(-((grid - centre[..., 0:1]) ** 2) / (2 * sigma ** 2))   # (B, J, size)
+    gy = torch.exp(-((grid - centre[..., 1:2]) ** 2) / (2 * sigma ** 2))
+    return gy[..., :, None] * gx[..., None, :]
+
+
+@dataclass(frozen=True)
+class ImageSupervision:
+    """The 2D losses of the image encoder: ``mask`` (BCE of both hands' mask logits against each cell's hand
+    share) and ``heatmap`` (each joint map's summed squared error over a whole target's energy: 1 for an
+    all-zero prediction of a joint inside the image, 0 for a perfect one), both means over the batch."""
+
+    mask: Tensor
+    heatmap: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        return self.mask + self.heatmap
+
+
+def image_supervision(mask_logits: Tensor, heatmaps: Tensor, mask: Tensor, joints_px: Tensor) -> ImageSupervision:
+    """IntagHand's 2D supervision of its encoder (hand masks + joint heat maps; the official InitOcc starts
+    from that trained encoder), without the dense-pose term (no such labels here).
+
+    Args:
+        mask_logits: (B, 2, h, w) the encoder's ``mask`` (channels right, left).
+        heatmaps: (B, 2 * J, h, w) the encoder's ``hms`` (the right hand's J joints, then the left's).
+        mask: (B, H, W) the samples' visible-hand labels (0 background, 1 right, 2 left).
+        joints_px: (B, 2 * J, 2) the joints' image positions in pixels, in the order of ``heatmaps``.
+    """
+    size = mask_logits.shape[-1]
+    target_mask = hand_mask_targets(mask, size).to(mask_logits.device)
+    bce = F.binary_cross_entropy_with_logits(mask_logits.float(), target_mask)
+    stride = mask.shape[-1] / size
+    target = joint_heatmaps(joints_px, heatmaps.shape[-1], stride)
+    if target.shape != heatmaps.shape:
+        raise ValueError(f"heatmaps: expected shape {tuple(target.shape)} for {joints_px.shape[1]} joints, "
+                         f"got {tuple(heatmaps.shape)}")
+    # relative to a whole target's energy (the integral of the squared Gaussian, pi sigma^2 cells): a joint
+    # near or outside the border has less, and must not weigh more
+    err = ((heatmaps.float() - target) ** 2).sum((-1, -2))
+    return ImageSupervision(mask=bce, heatmap=(err / (math.pi * HEATMAP_SIGMA ** 2)).mean())

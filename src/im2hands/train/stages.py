@@ -33,7 +33,8 @@ from im2hands.models.kpts_ref import MID_MCP_HALO, KptsRef, KptsRefConfig, netwo
 from im2hands.models.part_decoder import NUM_BONES
 from im2hands.models.ref_occ import RefOcc, RefOccConfig
 from im2hands.train.config import TrainConfig
-from im2hands.train.losses import nearest_part, occupancy_bce, occupancy_mse, part_bce, ref_occ_loss
+from im2hands.train.losses import (image_supervision, nearest_part, occupancy_bce, occupancy_mse, part_bce,
+                                   ref_occ_loss)
 
 MODEL_KIND = {"halo": "init_occ", "init-occ": "init_occ", "ref-occ": "ref_occ", "kpts-ref": "kpts_ref"}
 """Stage -> network kind of the checkpoint format (:mod:`im2hands.models.checkpoint`)."""
@@ -81,9 +82,10 @@ def build_network(config: TrainConfig, net_config) -> nn.Module:
     """A freshly initialised network; parameters the stage does not train are frozen."""
     if config.stage in ("halo", "init-occ"):
         model = InitOcc(net_config)
-        if config.stage == "halo":   # no image side: only the part decoders train
-            for name in ("image_encoder", "image_final_layer", "left_pt_embeddings", "right_pt_embeddings",
-                         "img_ex_left", "img_ex_right"):
+        if config.stage == "halo":   # no image side: only the part decoders train (and, with its 2D loss, the
+            # image encoder that init-occ will start from; the decoders never see it)
+            frozen = ("image_final_layer", "left_pt_embeddings", "right_pt_embeddings", "img_ex_left", "img_ex_right")
+            for name in frozen + (() if config.image_loss_weight > 0 else ("image_encoder",)):
                 getattr(model, name).requires_grad_(False)
             if config.coord_init_scale != 1.0:
                 with torch.no_grad():
@@ -116,11 +118,26 @@ class LossParts:
 
 def init_occ_loss(model: InitOcc, batch: dict, config: TrainConfig, world_size: int) -> LossParts:
     """InitOcc loss, summed over the two hands: the official MSE(occ, gt) on probabilities (or BCE on the max
-    part logit, ``config.occupancy_loss``), plus ``config.part_loss_weight`` times the per-part BCE."""
-    enc = model.encode(batch["image"], camera_of(batch))
-    hands = hands_of(batch)
+    part logit, ``config.occupancy_loss``), plus ``config.part_loss_weight`` times the per-part BCE, plus
+    ``config.image_loss_weight`` times the image encoder's 2D loss (``losses.image_supervision``)."""
     parts: dict[str, Tensor] = {}
     total = 0.0
+    enc = None
+    if config.image_loss_weight > 0:
+        # the encoder's own 2D heads (hand masks, joint heat maps) are supervised beside the occupancy; in the
+        # halo stage the decoders never read the image, so there this only pretrains the encoder for init-occ
+        feats = model.image_encoder(batch["image"])
+        if model.config.query_image_attention:
+            enc = model.encode_features(model.img_feat_of(feats), camera_of(batch))
+        cam_k = batch["camera_K"].float()
+        joints = torch.cat([batch[s]["joints"] for s in SIDES], dim=1).float()   # (B, 42, 3) camera frame
+        proj = joints @ cam_k.transpose(1, 2)
+        sup = image_supervision(feats.mask, feats.hms, batch["mask"], proj[..., :2] / proj[..., 2:3])
+        parts |= {"image_mask_bce": sup.mask, "image_heatmap": sup.heatmap}
+        total = total + config.image_loss_weight * sup.total
+    if enc is None:
+        enc = model.encode(batch["image"], camera_of(batch))
+    hands = hands_of(batch)
     for s in SIDES:
         labels = batch[s]["occupancy"]
         out = model.decode(enc, hands[s], batch[s]["points"], s)
