@@ -371,7 +371,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--stages", nargs="+", default=["initial", "refined"], choices=("initial", "refined"))
     p.add_argument("--keypoints", choices=("gt", "noisy", "predicted"), default="gt",
                    help="keypoints fed to the model (default: gt)")
-    p.add_argument("--refine-keypoints", choices=("auto", "yes", "no"), default="auto")
+    p.add_argument("--refine-keypoints", choices=("auto", "yes", "no"), default="auto",
+                   help="run the keypoint refinement on the input keypoints: auto (default) when the loaded "
+                        "model has one and --keypoints is not gt (refining exact keypoints only adds error)")
     p.add_argument("--limit", type=_positive, default=None, help="only the first N samples")
     p.add_argument("--workers", type=_positive, default=1, help="processes (default 1)")
     p.add_argument("--threads", type=_positive, default=None,

@@ -120,3 +120,23 @@ def test_reconstruct_bad_input_is_named(setup, tmp_path, capsys):
     assert main(["reconstruct", "--image", str(tmp_path / "in" / "a.png"), "--checkpoint", str(root / "ckpt"),
                  "--out", str(tmp_path / "o"), *SMALL]) == 2
     assert "--keypoints" in capsys.readouterr().err
+
+
+def test_ground_truth_keypoints_are_refined_only_when_asked(setup, tmp_path):
+    """With a kpts_ref network loaded, --keypoints gt scores the exact keypoints (auto does not refine them);
+    --refine-keypoints yes runs the refinement on them, noisy keypoints are refined by default."""
+    root, data, _ = setup
+    ckpts = [str(root / "ckpt" / "init_occ.ckpt"), str(root / "ckpt" / "kpts_ref.ckpt")]
+
+    def used_mpjpe(out, *extra):
+        assert main(["evaluate", "--checkpoint", *ckpts, "--data", str(data), "--out", str(tmp_path / out),
+                     "--stages", "initial", "--metric-points", "2000", "--limit", "1", *SMALL, *extra]) == 0
+        report = json.loads((tmp_path / out / "evaluation.json").read_text())["keypoints_mpjpe_mm"]
+        return {k: report[k]["right_mpjpe_mm"] + report[k]["left_mpjpe_mm"] for k in ("input", "used")}
+
+    auto = used_mpjpe("auto")
+    asked = used_mpjpe("asked", "--refine-keypoints", "yes")
+    noisy = used_mpjpe("noisy", "--keypoints", "noisy")
+    assert auto == {"input": 0, "used": 0}
+    assert asked["input"] == 0 and asked["used"] > 0
+    assert noisy["input"] > 0 and noisy["used"] != noisy["input"]

@@ -45,7 +45,8 @@ class EvaluationConfig:
     keypoints: Literal["gt", "noisy", "predicted"] = "gt"
     """Keypoints fed to the model: ground truth, the samples' noisy ones, or another method's predictions."""
     refine_keypoints: bool | None = None
-    """Run KptsRef on the keypoints first (default: when a kpts_ref checkpoint is given)."""
+    """Run KptsRef on the keypoints first. Default: when a kpts_ref network is loaded and the keypoints are
+    not the ground truth (refining exact keypoints only adds the refinement's own error)."""
     limit: int | None = None
     """Evaluate only the first `limit` samples (sorted by file name)."""
     workers: int = 1
@@ -129,8 +130,10 @@ def _evaluate_one(path: str) -> dict:
             raise ValueError(f"{path}: no {missing} (--keypoints {config.keypoints})")
         joints_in = {side: np.asarray(s[f"{side}_{key}"], np.float64) for side in ("right", "left")}
         crop = Crop(image=np.asarray(s["image"]), K=np.asarray(s["camera_K"], np.float64), box=(0.0, 0.0, 256.0))
-        rec = model.reconstruct_crop(crop, joints_in, refine_keypoints=config.refine_keypoints,
-                                     stages=config.stages)
+        refine = config.refine_keypoints
+        if refine is None and config.keypoints == "gt":
+            refine = False
+        rec = model.reconstruct_crop(crop, joints_in, refine_keypoints=refine, stages=config.stages)
         gt = gt_from_sample(s)
         index = int(s["index"]) if "index" in s else 0
         out = {"name": name, "stages": {}, "timings": rec.timings,
