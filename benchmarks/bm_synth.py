@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")

@@ -76,8 +76,8 @@ def main() -> int:
             print(f"ran {cap:8s} {threads} thread(s): {sum(r['passed'] for r in results)}/{len(results)} passed",
                   flush=True)
     print()
-    print(f"| class | worst error / allowed | margin | where |")
-    print(f"|---|---|---|---|")
+    print("| class | worst error / allowed | margin | where |")
+    print("|---|---|---|---|")
     for cls, (ratio, where) in sorted(worst.items()):
         margin = "exact" if ratio == 0 else f"{1 / ratio:.1f}x"
         print(f"| {cls} | {ratio:.3f} | {margin} | {where} |")

@@ -1,6 +1,5 @@
 """HandsDataset over generated samples, and the `im2hands synth` command."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,8 +10,7 @@ from im2hands.official.check import compare
 from im2hands.official.tolerance import tolerance_for
 from im2hands.hand import skeleton
 from im2hands.hand.frames import mirror_x
-from im2hands.hand.canonical import (QUERY_SCALE, canonicalise, canonicalise_detailed, points_to_query,
-                                     query_to_points)
+from im2hands.hand.canonical import QUERY_SCALE, canonicalise, points_to_query, query_to_points
 
 FIELDS = ("unpose", "bone_lengths", "root_rot_mat")
 

@@ -59,7 +59,7 @@ def _render_once(seed: int) -> bytes:
 
 def test_render_is_deterministic_across_renderers_and_processes(renderer):
     here = _render_once(2)
-    with HandRenderer(256) as other:  # a second renderer shares the context; closing it keeps `renderer`
+    with HandRenderer(256):  # a second renderer shares the context; closing it keeps `renderer`
         pass
     assert _render_once(2) == here
     import multiprocessing as mp
