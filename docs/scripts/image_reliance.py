@@ -4,15 +4,19 @@
 Run::
 
     PYTHONPATH=src python docs/scripts/image_reliance.py RUN/best.pt [RUN2/best.pt ...] [--samples 64]
+        [--keypoints run|gt|noisy]
 
-An init-occ (or halo) training checkpoint; its run's data folder, validation split and points. A network that
-ignores the image scores the same in all three columns (docs/TRAINING.md, "The compact preset").
+An init-occ (or halo) training checkpoint; its run's data folder, validation split and points. ``--keypoints``
+takes the bone transforms from the run's setting (default), the GT keypoints, or the noisy ones (with the
+points moved into the noisy keypoints' frame: ``points_frame=input``). A network that ignores the image scores
+the same in all three columns (docs/TRAINING.md, "Does InitOcc read its image?").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import torch
 
@@ -24,11 +28,13 @@ from im2hands.train.data import TrainItems, collate_skipping
 IMAGES = ("own", "another sample's", "blank")
 
 
-def reliance(path: str, samples: int, batch_size: int = 8) -> dict[str, float]:
+def reliance(path: str, samples: int, keypoints: str = "run", batch_size: int = 8) -> dict[str, float]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if "training" not in payload:
         raise SystemExit(f"{path}: no training state (a network-only checkpoint or a bundle)")
     config = config_from_json(json.loads(payload["training"]["config_json"]))
+    if keypoints != "run":
+        config = replace(config, transforms_from=keypoints, points_frame="input" if keypoints == "noisy" else "gt")
     if config.stage not in ("halo", "init-occ"):
         raise SystemExit(f"{path}: a {config.stage} checkpoint; this compares InitOcc (or HALO) runs")
     model = build_model(payload["model"], payload["config"])
@@ -51,13 +57,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--samples", type=int, default=64, help="validation samples (the split's first)")
+    parser.add_argument("--keypoints", choices=("run", "gt", "noisy"), default="run",
+                        help="bone transforms from the run's setting, the GT or the noisy keypoints")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print("| checkpoint | IoU, own image | another sample's image | blank image |")
     print("|---|---|---|---|")
     for path in args.checkpoints:
-        r = reliance(path, args.samples)
+        r = reliance(path, args.samples, args.keypoints)
         print(f"| {path} | {r['own']:.4f} | {r[IMAGES[1]]:.4f} | {r['blank']:.4f} |")
 
 

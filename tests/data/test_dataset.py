@@ -56,6 +56,40 @@ def test_seeded_draws_and_noisy_transforms(root):
     torch.testing.assert_close(noisy["right"]["points"], a["right"]["points"])  # labels stay GT
 
 
+def test_points_in_the_input_keypoints_frame_are_the_same_physical_points(root):
+    """points_frame='input' with noisy transforms: every query-space array, mapped to the camera through the
+    noisy keypoints' frame, lands where the GT-frame array lands through the GT frame; labels unchanged. The
+    official GT-frame points read through the noisy frame land elsewhere."""
+    from im2hands.hand.frames import query_to_camera
+
+    kw = dict(points_per_hand=64, anchors_per_hand=32, seed=5)
+    gt = HandsDataset(root, "val", **kw)[1]
+    moved = HandsDataset(root, "val", transforms_from="noisy", points_frame="input", **kw)[1]
+    official = HandsDataset(root, "val", transforms_from="noisy", **kw)[1]
+    assert HandsDataset(root, "val", points_frame="input", **kw)[1]["left"]["points"].equal(gt["left"]["points"])
+    R, T = moved["camera_R"][None], moved["camera_T"][None]
+    for side in ("right", "left"):
+        g, m, o = gt[side], moved[side], official[side]
+        torch.testing.assert_close(m["occupancy"], g["occupancy"], rtol=0, atol=0)
+        torch.testing.assert_close(m["unpose"], o["unpose"], rtol=0, atol=0)   # the noisy transforms
+        for key in ("points", "points_iou", "surface_points", "anchors"):
+            want = g[key].double() @ g["query_to_cam"][:3, :3].double().T + g["query_to_cam"][:3, 3].double()
+            got = query_to_camera(m[key][None], m["root"][None], m["root_rot_mat"][None], side, R, T)[0]
+            torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)        # metres
+            q2c = m["query_to_cam"].double()
+            torch.testing.assert_close(m[key].double() @ q2c[:3, :3].T + q2c[:3, 3], want, rtol=0, atol=2e-6)
+        # normals: still unit, and the same directions in the camera frame
+        n_gt = g["surface_normals"].double() @ g["query_to_cam"][:3, :3].double().T
+        n_m = m["surface_normals"].double() @ m["query_to_cam"][:3, :3].double().T
+        torch.testing.assert_close(n_m / n_m.norm(dim=-1, keepdim=True), n_gt / n_gt.norm(dim=-1, keepdim=True),
+                                   rtol=0, atol=1e-3)
+        off = query_to_camera(o["points"][None].float(), o["root"][None], o["root_rot_mat"][None], side, R, T)[0]
+        want = g["points"].double() @ g["query_to_cam"][:3, :3].double().T + g["query_to_cam"][:3, 3].double()
+        assert (off.double() - want).norm(dim=-1).max() > 1e-3    # the official GT-frame points: > 1 mm off
+    with pytest.raises(ValueError, match="points_frame"):
+        HandsDataset(root, "val", points_frame="noisy")
+
+
 def test_dataloader_batches(root):
     loader = torch.utils.data.DataLoader(HandsDataset(root, "val", points_per_hand=32), batch_size=2)
     batch = next(iter(loader))

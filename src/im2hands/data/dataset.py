@@ -29,7 +29,11 @@ The per-hand ``unpose``, ``bone_lengths``, ``root_rot_mat`` and ``root`` are the
 :class:`~im2hands.hand.camera.Camera`. A collated batch feeds the networks without conversion.
 
 ``transforms_from="noisy"`` takes unpose, bone_lengths, root_rot_mat and root from the noisy keypoints
-(as the official loader does with predicted keypoints); the query points and labels stay in the GT frame.
+(as the official loader does with predicted keypoints); the query points and labels stay in the GT frame
+(official). Since a hand's query frame is defined by its keypoints' root and root rotation, the network then
+reads each point somewhere else than where its label was taken. ``points_frame="input"`` moves every
+query-space array (points, IoU points, surface points and normals, anchors) and ``query_to_cam`` into the
+noisy keypoints' query frame instead: the same physical points, the same labels.
 """
 
 from __future__ import annotations
@@ -51,6 +55,28 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _TRANSFORM_KEYS = ("bone_lengths", "root_rot_mat", "root_xyz")
 
 
+def _to_input_frame(hand: dict, side: str, *, gt_root: np.ndarray, gt_root_rot_mat: np.ndarray) -> None:
+    """Move a hand item's query-space arrays from the GT keypoints' query frame to the frame of its
+    transforms' keypoints (``hand["root"]``, ``hand["root_rot_mat"]``), in place; labels are unchanged."""
+    from im2hands.hand.frames import world_to_query_matrix
+
+    def w2q(root: np.ndarray, rrm: np.ndarray) -> np.ndarray:
+        return world_to_query_matrix(torch.from_numpy(root)[None], torch.from_numpy(rrm)[None], side)[0].numpy()
+
+    gt_root_true = mirror_x(gt_root) if side == "left" else gt_root
+    gt_to_input = w2q(hand["root"].double().numpy(), hand["root_rot_mat"].double().numpy()) @ np.linalg.inv(
+        w2q(gt_root_true, gt_root_rot_mat))
+    lin, shift = gt_to_input[:3, :3], gt_to_input[:3, 3]
+    for key in ("points", "points_iou", "surface_points", "anchors"):
+        p = hand[key].double().numpy()
+        hand[key] = torch.from_numpy((p @ lin.T + shift).astype(np.float32))
+    n = hand["surface_normals"].double().numpy() @ lin.T   # a rotation times a scale: no mirror between frames
+    hand["surface_normals"] = torch.from_numpy((n / np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12))
+                                               .astype(np.float32))
+    q2c = hand["query_to_cam"].double().numpy() @ np.linalg.inv(gt_to_input)
+    hand["query_to_cam"] = torch.from_numpy(q2c.astype(np.float32))
+
+
 def normalise_image(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised with the ImageNet mean and std."""
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
@@ -69,6 +95,9 @@ class HandsDataset(Dataset):
             4096 for init_occ, 2048 for ref_occ).
         anchors_per_hand: A, surface points returned as anchors (official: 512).
         transforms_from: ``"gt"`` or ``"noisy"`` keypoints for the bone transforms.
+        points_frame: the query frame of the returned points: ``"gt"`` (official: the GT keypoints' frame,
+            whatever ``transforms_from`` says) or ``"input"`` (the frame of the keypoints the transforms come
+            from; differs from ``"gt"`` only with ``transforms_from="noisy"``).
         seed: None draws with torch's RNG (each DataLoader worker is seeded by torch); an int makes item i
             always draw the same points (``np.random.default_rng((seed, i))``), e.g. for validation.
         with_mesh: also return each hand's mesh vertices (their count varies between meshes).
@@ -82,6 +111,7 @@ class HandsDataset(Dataset):
         points_per_hand: int = 4096,
         anchors_per_hand: int = 512,
         transforms_from: Literal["gt", "noisy"] = "gt",
+        points_frame: Literal["gt", "input"] = "gt",
         seed: int | None = None,
         with_mesh: bool = False,
     ):
@@ -100,7 +130,10 @@ class HandsDataset(Dataset):
             raise ValueError(f"transforms_from: expected 'gt' or 'noisy', got {transforms_from!r}")
         self.points_per_hand = points_per_hand
         self.anchors_per_hand = anchors_per_hand
+        if points_frame not in ("gt", "input"):
+            raise ValueError(f"points_frame: expected 'gt' or 'input', got {points_frame!r}")
         self.transforms_from = transforms_from
+        self.points_frame = points_frame
         self.seed = seed
         self.with_mesh = with_mesh
 
@@ -116,11 +149,17 @@ class HandsDataset(Dataset):
             return torch.randperm(high).repeat(-(-size // high))[:size].numpy()
         return torch.randperm(high)[:size].numpy()
 
+    @property
+    def _moves_points(self) -> bool:
+        return self.points_frame == "input" and self.transforms_from == "noisy"
+
     def _keys(self) -> tuple[str, ...]:
         hand = ("points", "occupancy", "points_iou", "occupancy_iou", "surface_points", "surface_normals",
                 "joints", "noisy_joints", "query_to_cam")
         prefix = "noisy_" if self.transforms_from == "noisy" else ""
         hand += tuple(prefix + k for k in _TRANSFORM_KEYS + ("unpose",)) + (("vertices",) if self.with_mesh else ())
+        if self._moves_points:
+            hand += ("root_rot_mat", "root_xyz")
         return ("image", "mask", "camera_K", "camera_R", "camera_T", "index") + tuple(
             f"{side}_{k}" for side in SIDES for k in hand
         )
@@ -164,5 +203,8 @@ class HandsDataset(Dataset):
             }
             if self.with_mesh:
                 hand["vertices"] = torch.from_numpy(g("vertices"))
+            if self._moves_points:
+                _to_input_frame(hand, side, gt_root=np.asarray(g("root_xyz"), np.float64),
+                                gt_root_rot_mat=np.asarray(g("root_rot_mat"), np.float64))
             item[side] = hand
         return item

@@ -143,6 +143,11 @@ class TrainConfig:
     one yields."""
     transforms_from: Literal["gt", "noisy"] = "gt"
     """Keypoints the bone transforms come from during training (official: predicted keypoints)."""
+    points_frame: Literal["gt", "input"] = "gt"
+    """Query frame of the training and validation points: the GT keypoints' (official, even with
+    ``transforms_from=noisy``: the network then reads each point up to centimetres away from where its label
+    was taken) or the frame of the keypoints the transforms come from (``HandsDataset(points_frame=...)``: the
+    same physical points, so the labels stay true)."""
     train_samples: int = 0
     """Train on the first this many samples of the training split (sorted file order); 0: all of them."""
     val_every: int = 1000

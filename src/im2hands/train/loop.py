@@ -213,7 +213,8 @@ def _anchors_folder(config: TrainConfig, split: str) -> Path | None:
 
 def _dataset(config: TrainConfig, split: str, *, seed: int | None, points: int, limit: int = 0) -> HandsDataset:
     ds = HandsDataset(config.data, split, points_per_hand=points, anchors_per_hand=512,
-                      transforms_from=config.transforms_from, seed=seed)
+                      transforms_from=config.transforms_from,
+                      points_frame=config.points_frame, seed=seed)
     if limit:
         ds.files = ds.files[:limit]
     return ds
