@@ -21,16 +21,12 @@ import torch
 from torch.utils.data import default_collate
 
 from im2hands.data.dataset import HandsDataset
-from im2hands.hand.skeleton import SIDES
 from im2hands.models.encoder import ImageEncoder, ImageEncoderConfig
-from im2hands.train.losses import image_supervision
+from im2hands.train.stages import image_loss
 
 
 def losses(encoder: ImageEncoder, batch: dict):
-    feats = encoder(batch["image"])
-    joints = torch.cat([batch[s]["joints"] for s in SIDES], dim=1).float()
-    proj = joints @ batch["camera_K"].float().transpose(1, 2)
-    return image_supervision(feats.mask, feats.hms, batch["mask"], proj[..., :2] / proj[..., 2:3])
+    return image_loss(encoder(batch["image"]), batch)
 
 
 def main() -> None:

@@ -15,24 +15,22 @@ the same in all three columns (docs/TRAINING.md, "Does InitOcc read its image?")
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 
 import torch
 
 from im2hands.models.checkpoint import build_model
 from im2hands.train import loop, stages
-from im2hands.train.config import config_from_json
-from im2hands.train.data import TrainItems, collate_skipping
+from im2hands.train.data import collate_skipping
 
 IMAGES = ("own", "another sample's", "blank")
 
 
 def reliance(path: str, samples: int, keypoints: str = "run", batch_size: int = 8) -> dict[str, float]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if "training" not in payload:
+    config = loop.training_config(payload)
+    if config is None:
         raise SystemExit(f"{path}: no training state (a network-only checkpoint or a bundle)")
-    config = config_from_json(json.loads(payload["training"]["config_json"]))
     if keypoints != "run":
         config = replace(config, transforms_from=keypoints, points_frame="input" if keypoints == "noisy" else "gt")
     if config.stage not in ("halo", "init-occ"):
@@ -40,8 +38,7 @@ def reliance(path: str, samples: int, keypoints: str = "run", batch_size: int = 
     model = build_model(payload["model"], payload["config"])
     model.load_state_dict(payload["state_dict"])
     model.eval()
-    items = TrainItems(loop._dataset(config, config.val_split, seed=config.seed, points=config.val_points,
-                                     limit=samples))
+    items = loop.validation_items(config, limit=samples)
     ious: dict[str, list[torch.Tensor]] = {k: [] for k in IMAGES}
     for lo in range(0, len(items), batch_size):
         batch = collate_skipping([items.item(i, 0) for i in range(lo, min(len(items), lo + batch_size))]).data

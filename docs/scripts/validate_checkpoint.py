@@ -12,13 +12,11 @@ Prints the checkpoint's step and the stage's validation figures (for ref-occ: Io
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from im2hands.models.checkpoint import build_model
 from im2hands.train import loop
-from im2hands.train.config import config_from_json
 
 
 def main() -> None:
@@ -28,14 +26,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     payload = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    if "training" not in payload:
+    config = loop.training_config(payload)
+    if config is None:
         raise SystemExit(f"{args.checkpoint}: no training state (a network-only checkpoint or a bundle)")
-    config = config_from_json(json.loads(payload["training"]["config_json"]))
     model = build_model(payload["model"], payload["config"])
     model.load_state_dict(payload["state_dict"])
-    items = loop.TrainItems(loop._dataset(config, config.val_split, seed=config.seed, points=config.val_points,
-                                          limit=config.val_samples), loop._anchors_folder(config, config.val_split))
-    figures = loop.validate(model, config, items, torch.device("cpu"))
+    figures = loop.validate(model, config, loop.validation_items(config), torch.device("cpu"))
     print(f"{args.checkpoint}: step {payload['training']['step']}")
     for k, v in figures.items():
         print(f"  {k}: {v:.6g}")

@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import Dataset
 
 from im2hands.data.sample import read_sample
-from im2hands.hand.frames import mirror_x
+from im2hands.hand.frames import mirror_x, world_to_query_matrix
 from im2hands.hand.skeleton import SIDES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,8 +58,6 @@ _TRANSFORM_KEYS = ("bone_lengths", "root_rot_mat", "root_xyz")
 def _to_input_frame(hand: dict, side: str, *, gt_root: np.ndarray, gt_root_rot_mat: np.ndarray) -> None:
     """Move a hand item's query-space arrays from the GT keypoints' query frame to the frame of its
     transforms' keypoints (``hand["root"]``, ``hand["root_rot_mat"]``), in place; labels are unchanged."""
-    from im2hands.hand.frames import world_to_query_matrix
-
     def w2q(root: np.ndarray, rrm: np.ndarray) -> np.ndarray:
         return world_to_query_matrix(torch.from_numpy(root)[None], torch.from_numpy(rrm)[None], side)[0].numpy()
 
@@ -70,7 +68,7 @@ def _to_input_frame(hand: dict, side: str, *, gt_root: np.ndarray, gt_root_rot_m
     for key in ("points", "points_iou", "surface_points", "anchors"):
         p = hand[key].double().numpy()
         hand[key] = torch.from_numpy((p @ lin.T + shift).astype(np.float32))
-    n = hand["surface_normals"].double().numpy() @ lin.T   # a rotation times a scale: no mirror between frames
+    n = hand["surface_normals"].double().numpy() @ lin.T   # a rotation: both frames share the side mirror and the 0.4 scale
     hand["surface_normals"] = torch.from_numpy((n / np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12))
                                                .astype(np.float32))
     q2c = hand["query_to_cam"].double().numpy() @ np.linalg.inv(gt_to_input)

@@ -598,7 +598,8 @@ class RefOcc(nn.Module):
         own, cross = {}, {}
         with torch.no_grad(), torch.autocast(encoding.img_feat.device.type, enabled=False):
             for s in SIDES:
-                hand, cam = encoding.inputs(s), encoding.inputs(s).to_camera(points[s], s, encoding.camera)
+                hand = encoding.inputs(s)
+                cam = hand.to_camera(points[s], s, encoding.camera)
                 n = points[s].shape[1]
                 if known[s] is not None:
                     occ, max_logit = self._known_initial(encoding, hand, s, points[s], cam, known[s], 0, n)

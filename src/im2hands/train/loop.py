@@ -120,13 +120,19 @@ def _check_init(ckpt: Checkpoint, path: Path, expected_kind: str, what: str) -> 
                          "checkpoint")
 
 
-def _halo_trained_its_encoder(path: Path) -> bool:
-    """Whether the halo training checkpoint at `path` trained its image encoder (``image_loss_weight`` > 0);
-    False for a checkpoint without training state (a converted or network-only file)."""
-    training = torch.load(path, map_location="cpu", weights_only=True).get("training")
+def training_config(payload: dict) -> TrainConfig | None:
+    """The run config a training checkpoint (a ``torch.load``-ed ``last.pt`` / ``best.pt``) was written with;
+    None for a checkpoint without training state (a converted or network-only file, a bundle)."""
+    training = payload.get("training")
     if not training or "config_json" not in training:
-        return False
-    return float(json.loads(training["config_json"]).get("image_loss_weight", 0.0)) > 0
+        return None
+    return config_from_json(json.loads(training["config_json"]))
+
+
+def _halo_trained_its_encoder(path: Path) -> bool:
+    """Whether the halo training checkpoint at `path` trained its image encoder (``image_loss_weight`` > 0)."""
+    run = training_config(torch.load(path, map_location="cpu", weights_only=True))
+    return run is not None and run.image_loss_weight > 0
 
 
 def initialise(model: nn.Module, config: TrainConfig) -> None:
@@ -211,6 +217,14 @@ def _anchors_folder(config: TrainConfig, split: str) -> Path | None:
     return folder
 
 
+def validation_items(config: TrainConfig, limit: int | None = None) -> TrainItems:
+    """The run's validation items: the first ``limit`` (default ``config.val_samples``; 0: all) samples of the
+    validation split, with the run's seeded point draws and (ref-occ) anchors."""
+    return TrainItems(_dataset(config, config.val_split, seed=config.seed, points=config.val_points,
+                               limit=config.val_samples if limit is None else limit),
+                      _anchors_folder(config, config.val_split))
+
+
 def _dataset(config: TrainConfig, split: str, *, seed: int | None, points: int, limit: int = 0) -> HandsDataset:
     ds = HandsDataset(config.data, split, points_per_hand=points, anchors_per_hand=512,
                       transforms_from=config.transforms_from,
@@ -288,8 +302,7 @@ def train(config: TrainConfig) -> TrainResult:
     train_items = TrainItems(_dataset(config, config.train_split, seed=None, points=config.points_per_hand,
                                       limit=config.train_samples), _anchors_folder(config, config.train_split),
                              resample_noise=config.resample_noise)
-    val_items = TrainItems(_dataset(config, config.val_split, seed=config.seed, points=config.val_points,
-                                    limit=config.val_samples), _anchors_folder(config, config.val_split))
+    val_items = validation_items(config)
 
     # ---- network, optimiser, state
     torch.manual_seed(config.seed)
@@ -301,10 +314,11 @@ def train(config: TrainConfig) -> TrainResult:
         if not last_path.is_file():
             raise ValueError(f"resume: no checkpoint {last_path} to resume from (drop --resume to start)")
         payload = torch.load(last_path, map_location="cpu", weights_only=True)
-        tr = payload.get("training")
-        if tr is None:
+        saved = training_config(payload)
+        if saved is None:
             raise ValueError(f"resume: {last_path} holds no training state")
-        _check_resume(config_from_json(json.loads(tr["config_json"])), config, last_path)
+        tr = payload["training"]
+        _check_resume(saved, config, last_path)
         check_state_dict(payload["state_dict"], expected_shapes(model), str(last_path))
         model.load_state_dict(payload["state_dict"])
         start, skipped = int(tr["step"]), int(tr["skipped"])

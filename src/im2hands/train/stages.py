@@ -33,7 +33,7 @@ from im2hands.models.kpts_ref import MID_MCP_HALO, KptsRef, KptsRefConfig, netwo
 from im2hands.models.part_decoder import NUM_BONES
 from im2hands.models.ref_occ import RefOcc, RefOccConfig
 from im2hands.train.config import TrainConfig
-from im2hands.train.losses import (image_supervision, nearest_part, occupancy_bce, occupancy_mse, part_bce,
+from im2hands.train.losses import (ImageSupervision, image_supervision, nearest_part, occupancy_bce, occupancy_mse, part_bce,
                                    ref_occ_loss)
 
 MODEL_KIND = {"halo": "init_occ", "init-occ": "init_occ", "ref-occ": "ref_occ", "kpts-ref": "kpts_ref"}
@@ -116,6 +116,14 @@ class LossParts:
     parts: dict[str, Tensor]
 
 
+def image_loss(feats: ImageFeatures, batch: dict) -> ImageSupervision:
+    """The image encoder's 2D loss on a batch (``losses.image_supervision``): its mask logits against the
+    samples' masks, its heat maps against the GT joints projected with the crop intrinsics."""
+    joints = torch.cat([batch[s]["joints"] for s in SIDES], dim=1).float()   # (B, 42, 3) camera frame
+    uvw = joints @ batch["camera_K"].float().transpose(1, 2)
+    return image_supervision(feats.mask, feats.hms, batch["mask"], uvw[..., :2] / uvw[..., 2:3])
+
+
 def init_occ_loss(model: InitOcc, batch: dict, config: TrainConfig, world_size: int) -> LossParts:
     """InitOcc loss, summed over the two hands: the official MSE(occ, gt) on probabilities (or BCE on the max
     part logit, ``config.occupancy_loss``), plus ``config.part_loss_weight`` times the per-part BCE, plus
@@ -129,10 +137,7 @@ def init_occ_loss(model: InitOcc, batch: dict, config: TrainConfig, world_size: 
         feats = model.image_encoder(batch["image"])
         if model.config.query_image_attention:
             enc = model.encode_features(model.img_feat_of(feats), camera_of(batch))
-        cam_k = batch["camera_K"].float()
-        joints = torch.cat([batch[s]["joints"] for s in SIDES], dim=1).float()   # (B, 42, 3) camera frame
-        proj = joints @ cam_k.transpose(1, 2)
-        sup = image_supervision(feats.mask, feats.hms, batch["mask"], proj[..., :2] / proj[..., 2:3])
+        sup = image_loss(feats, batch)
         parts |= {"image_mask_bce": sup.mask, "image_heatmap": sup.heatmap}
         total = total + config.image_loss_weight * sup.total
     if enc is None:
