@@ -10,11 +10,15 @@ IM2HANDS="${IM2HANDS:-im2hands}"
 export OMP_WAIT_POLICY=PASSIVE
 for seed in 101 102 103; do
     for kp in gt noisy; do
-        for model in halo init full; do
+        models=(halo init full)
+        # optional: the HALO trained on for InitOcc's steps without the image (docs/RESULTS.md)
+        [ -f "$RUNS/halo_long/best.pt" ] && models+=(halo-long)
+        for model in "${models[@]}"; do
             out="$OUT/${model}_${kp}_s${seed}"
             [ -f "$out/evaluation.json" ] && continue
             case "$model" in
                 halo) ckpt=("$RUNS/halo/best.pt"); stages=(initial) ;;
+                halo-long) ckpt=("$RUNS/halo_long/best.pt"); stages=(initial) ;;
                 init) ckpt=("$RUNS/init/best.pt"); stages=(initial) ;;
                 full) ckpt=("$RUNS/ref/best.pt"); stages=(refined) ;;
             esac

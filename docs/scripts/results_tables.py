@@ -1,12 +1,14 @@
 """Markdown tables of docs/RESULTS.md from `im2hands evaluate` runs over several test splits.
 
 Layout read: ``ROOT/<model>_<keypoints>_s<seed>/evaluation.json`` with model ``halo`` (an InitOcc checkpoint
-without the query-image attention: stage ``initial``), ``init`` (InitOcc: stage ``initial``) or ``full``
+without the query-image attention: stage ``initial``), ``halo-long`` (optional: that HALO trained on for
+InitOcc's steps with InitOcc's schedule, still without the image), ``init`` (InitOcc: stage ``initial``) or ``full``
 (RefOcc, whose frozen InitOcc gives the initial meshes: stage ``refined``), keypoints ``gt`` or ``noisy``
 (with noisy keypoints every model also loads KptsRef, so all read the same refined keypoints).
 
 Each figure is the mean over the test splits (seeds) of the per-split mean over samples, ± the standard
-deviation over the splits (the spread the paper's ordering must beat).
+deviation over the splits (the spread the paper's ordering must beat). The paired table gives, per split,
+the mean over samples of one model's figure minus another's on the same samples.
 
     python docs/scripts/results_tables.py ROOT > tables.md
 """
@@ -19,8 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = (("HALO (keypoints only)", "halo", "initial"), ("InitOcc (HALO + image)", "init", "initial"),
+METHODS = (("HALO (keypoints only)", "halo", "initial"),
+           ("HALO + InitOcc's 900 steps, no image", "halo-long", "initial"),
+           ("InitOcc (HALO + image)", "init", "initial"),
            ("Im2Hands (InitOcc + RefOcc)", "full", "refined"))
+PAIRS = (("InitOcc − HALO", "init", "halo"), ("InitOcc − HALO with its steps", "init", "halo-long"),
+         ("full − InitOcc", "full", "init"))
+"""Paired differences (the same test samples): (label, model a, model b) for a − b."""
 HAND_METRICS = (("IoU %", "iou", 100.0), ("Chamfer-L1 mm", "chamfer_l1_mm", 1.0), ("MPJPE mm", "mpjpe_mm", 1.0))
 PAIR_METRICS = (("penetration mm³", "penetration_volume_mm3", 1.0), ("pen. depth mm", "penetration_depth_mm", 1.0))
 
@@ -58,6 +65,32 @@ def table(root: Path, keypoints: str) -> str:
     return "\n".join(lines)
 
 
+def _per_sample(run: dict, stage: str, key: str) -> dict[str, float]:
+    return {x["name"]: x["mean"][key] for x in run["reports"][stage]["samples"]}
+
+
+def paired_table(root: Path, keypoints: str) -> str:
+    stages = {model: stage for _, model, stage in METHODS}
+    lines = ["| difference | IoU points, per split | Chamfer-L1 mm, per split |", "|---|---|---|"]
+    for label, a, b in PAIRS:
+        runs_a = {r["config"]["data"]: r for r in _runs(root, a, keypoints)}
+        runs_b = {r["config"]["data"]: r for r in _runs(root, b, keypoints)}
+        splits = sorted(set(runs_a) & set(runs_b))
+        if not splits:
+            continue
+        cells = []
+        for key, scale, digits in (("iou", 100.0, 2), ("chamfer_l1_mm", 1.0, 3)):
+            diffs = []
+            for split in splits:
+                va = _per_sample(runs_a[split], stages[a], key)
+                vb = _per_sample(runs_b[split], stages[b], key)
+                common = sorted(set(va) & set(vb))
+                diffs.append(scale * float(np.mean([va[n] - vb[n] for n in common])))
+            cells.append(", ".join(f"{d:+.{digits}f}" for d in diffs))
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def keypoint_table(root: Path) -> str:
     runs = _runs(root, "halo", "noisy")   # every noisy run reads the same KptsRef output; HALO's cover all splits
     if not runs:
@@ -77,6 +110,9 @@ def main(argv: list[str]) -> int:
     print(table(root, "gt"))
     print("\n### Noisy keypoints (+ keypoint refinement)\n")
     print(table(root, "noisy"))
+    for keypoints in ("gt", "noisy"):
+        print(f"\n### Paired differences, {keypoints} keypoints (test splits in seed order)\n")
+        print(paired_table(root, keypoints))
     kp = keypoint_table(root)
     if kp:
         print("\n### Keypoint refinement\n")

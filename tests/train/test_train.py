@@ -398,3 +398,13 @@ def test_halo_pretrains_the_image_encoder_for_init_occ(data, tmp_path, threads):
         if "running" not in k and "num_batches" not in k:   # lr 0: the weights are the starting ones
             torch.testing.assert_close(from_pre[k], b[k], msg=k)
     assert not all(torch.allclose(from_plain[k], b[k]) for k in encoder if "running" not in k)
+
+    # a halo run continues a HALO (all its weights, encoder included) under its own schedule; not an InitOcc
+    halo_again = replace(base, out=tmp_path / "h_again", steps=1, points_per_hand=64, checkpoint_every=1,
+                         init_from=pre.last, optim=replace(base.optim, lr=0.0))
+    cont = _weights(train(halo_again).last)
+    for k in decoders + encoder:
+        if "running" not in k and "num_batches" not in k:
+            torch.testing.assert_close(cont[k], b[k], msg=k)
+    with pytest.raises(ValueError, match="init-occ checkpoint; the halo stage continues a halo one"):
+        train(replace(halo_again, out=tmp_path / "h_bad", init_from=tmp_path / "i_pre" / "last.pt"))

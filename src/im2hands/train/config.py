@@ -100,7 +100,8 @@ class TrainConfig:
     init_from: Path | None = None
     """Checkpoint to start from: halo -> init-occ (decoders copied to both hands), init-occ -> ref-occ (the
     frozen InitOcc, and RefOcc's image encoder), init-occ -> kpts-ref (its image encoder; optional, the
-    official KptsRef starts from IntagHand's), none for halo."""
+    official KptsRef starts from IntagHand's); halo -> halo continues a HALO under this run's schedule (all
+    its weights; e.g. the HALO baseline given InitOcc's extra steps without the image), none: from scratch."""
     freeze_encoder: bool = False
     """ref-occ, kpts-ref: keep the image encoder as initialised from ``init_from`` (fixed, in eval mode), so
     all three networks share one encoder. For kpts-ref its features are then a function of the sample

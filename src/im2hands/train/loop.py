@@ -183,6 +183,13 @@ def initialise(model: nn.Module, config: TrainConfig) -> None:
         state = {k[len("image_encoder."):]: v for k, v in ckpt.state_dict.items() if k.startswith("image_encoder.")}
         check_state_dict(state, expected_shapes(model.image_encoder), f"{path} (image encoder)")
         model.image_encoder.load_state_dict(state)
+    elif config.stage == "halo":
+        # a HALO continued under a new schedule: e.g. the baseline given InitOcc's extra steps without the image
+        _check_init(ckpt, path, "init_occ", "halo stage (a HALO to continue)")
+        if src_stage:
+            raise ValueError(f"init_from: {path} is an init-occ checkpoint; the halo stage continues a halo one")
+        check_state_dict(ckpt.state_dict, expected_shapes(model), f"{path} (HALO)")
+        model.load_state_dict(ckpt.state_dict)
     else:
         raise ValueError(f"init_from: the {config.stage} stage starts from scratch; drop --init-from")
 
