@@ -73,8 +73,8 @@ def paired_table(root: Path, keypoints: str) -> str:
     stages = {model: stage for _, model, stage in METHODS}
     lines = ["| difference | IoU points, per split | Chamfer-L1 mm, per split |", "|---|---|---|"]
     for label, a, b in PAIRS:
-        runs_a = {r["config"]["data"]: r for r in _runs(root, a, keypoints)}
-        runs_b = {r["config"]["data"]: r for r in _runs(root, b, keypoints)}
+        runs_a = {Path(r["config"]["data"]).name: r for r in _runs(root, a, keypoints)}
+        runs_b = {Path(r["config"]["data"]).name: r for r in _runs(root, b, keypoints)}
         splits = sorted(set(runs_a) & set(runs_b))
         if not splits:
             continue

@@ -104,7 +104,7 @@ def _run_demo(args) -> int:
     n = args.metric_points
     run = run_demo(args.out, inputs=inputs, model=args.model, device=args.device,
                    lattice=Lattice(args.resolution, args.upsampling_steps),
-                   metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n),
+                   metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n, contact_points=n),
                    bf16=True if args.bf16 else None)
     return 1 if run.failures else 0
 
@@ -188,7 +188,7 @@ def _add_lattice_arguments(p) -> None:
 
 def _add_metric_points_argument(p) -> None:
     p.add_argument("--metric-points", type=_positive, default=100_000,
-                   help="points of each metric (IoU, Chamfer, penetration; default 100000)")
+                   help="points of each metric (IoU, Chamfer, penetration, contact-zone IoU; default 100000)")
 
 
 def _count(text: str) -> int:
@@ -397,7 +397,7 @@ def _run_evaluate(args) -> int:
         data=args.data, split=args.split, stages=tuple(args.stages), keypoints=args.keypoints,
         refine_keypoints={"auto": None, "yes": True, "no": False}[args.refine_keypoints], limit=args.limit,
         workers=args.workers, threads=args.threads, resolution_0=args.resolution, upsampling_steps=args.upsampling_steps,
-        metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n), seed=args.seed,
+        metrics=EvalConfig(iou_points=n, chamfer_points=n, penetration_points=n, contact_points=n), seed=args.seed,
         bf16=args.bf16, progress=not args.no_progress)
     result = evaluate_folder(args.checkpoint, config, args.out)
     print("\n".join(summary_lines(result)))

@@ -25,6 +25,7 @@ frame, metres) and ``info.json`` (source, kind, occlusion).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -246,7 +247,9 @@ def metrics_json(rec, gt: TwoHands, stages: dict[str, SampleMetrics | str], *, r
     def entry(m: SampleMetrics | str) -> dict:
         if isinstance(m, str):
             return {"error": m}
-        return {"right": asdict(m.right), "left": asdict(m.left), "mean": asdict(m.mean), "pair": asdict(m.pair)}
+        # NaN (a figure with no meaning for this sample, e.g. the contact IoU of hands that do not meet) -> null
+        pair = {k: (v if math.isfinite(v) else None) for k, v in asdict(m.pair).items()}
+        return {"right": asdict(m.right), "left": asdict(m.left), "mean": asdict(m.mean), "pair": pair}
 
     return {
         "units": "IoU a ratio; *_mm millimetres; *_mm3 cubic millimetres (camera frame)",
@@ -354,15 +357,17 @@ def _write_viewer(path: Path, rec, inp: DemoInput, *, refined_keypoints: bool) -
 def metrics_table(metrics: dict) -> list[str]:
     """A small text table of one input's ``metrics.json`` content: the keypoints' MPJPE (input, refined), then
     each stage's IoU and Chamfer-L1 (mean of the hands) and the volume inside both hands."""
-    lines = [f"  {'':16} {'IoU':>6} {'Chamfer-L1 mm':>14} {'penetration mm3':>16} {'MPJPE mm':>9}"]
+    lines = [f"  {'':16} {'IoU':>6} {'Chamfer-L1 mm':>14} {'penetration mm3':>16} {'MPJPE mm':>9} {'contact IoU':>12}"]
     for name, kp in metrics["keypoints"].items():
         lines.append(f"  {name + ' keypoints':16} {'':>6} {'':>14} {'':>16} {kp['mean_mpjpe_mm']:9.2f}")
     for stage, m in metrics["stages"].items():
         if "error" in m:
             lines.append(f"  {stage + ' meshes':16} {m['error']}")
             continue
+        contact = m["pair"].get("contact_iou")
         lines.append(f"  {stage + ' meshes':16} {m['mean']['iou']:6.3f} {m['mean']['chamfer_l1_mm']:14.2f} "
-                     f"{m['pair']['penetration_volume_mm3']:16.1f}")
+                     f"{m['pair']['penetration_volume_mm3']:16.1f} {'':>9} "
+                     f"{'-' if contact is None else f'{contact:.3f}':>12}")
     return lines
 
 

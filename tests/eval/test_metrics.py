@@ -13,8 +13,8 @@ from scipy.spatial.transform import Rotation
 from scipy.special import erfcx
 
 from im2hands.eval.metrics import (
-    ROOT_JOINT, WRIST_JOINT, EvalConfig, HandGeometry, Mesh, TwoHands, as_mesh, chamfer, evaluate_hand,
-    evaluate_sample, gt_from_sample, iou, iou_at_points, mesh_contains, mpjpe, penetration, sample_surface,
+    ROOT_JOINT, WRIST_JOINT, EvalConfig, HandGeometry, Mesh, TwoHands, as_mesh, chamfer, contact_iou,
+    evaluate_hand, evaluate_sample, gt_from_sample, iou, iou_at_points, mesh_contains, mpjpe, penetration, sample_surface,
 )
 
 MM = 1e-3
@@ -395,6 +395,63 @@ def test_evaluate_sample_right_left_mean_and_pair():
     assert evaluate_sample(pred, gt, config=SMALL, seed=0) == m
     with pytest.raises(TypeError, match="pred: expected a TwoHands"):
         evaluate_sample(pred.right, gt)
+
+
+def box(lo, hi) -> trimesh.Trimesh:
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    m = trimesh.creation.box(extents=hi - lo)
+    m.apply_translation((lo + hi) / 2)
+    return m
+
+
+def box_distance(points: np.ndarray, lo, hi) -> np.ndarray:
+    """Exact distance from points to an axis-aligned box's surface (0 inside is not needed here: the test
+    uses it for the zone, where inside points are at distance <= radius of their own box's surface)."""
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    outside = np.linalg.norm(np.maximum(np.maximum(lo - points, points - hi), 0.0), axis=1)
+    inside = np.minimum(points - lo, hi - points).min(axis=1)
+    return np.where((points >= lo).all(1) & (points <= hi).all(1), inside, outside)
+
+
+def test_contact_iou_known_answer_and_invariants():
+    """Two 20 mm boxes 5 mm apart, zone radius 10 mm: a prediction wrong only far from the contact scores 1;
+    one wrong inside it scores the IoU computed from exact box distances; apart hands have no zone."""
+    a_lo, a_hi = np.zeros(3), np.full(3, 0.02)
+    b_lo, b_hi = np.array([0.025, 0, 0]), np.array([0.045, 0.02, 0.02])
+    gt_a, gt_b = box(a_lo, a_hi), box(b_lo, b_hi)
+    r = 0.01
+    same = contact_iou(gt_a, gt_b, gt_a, gt_b, radius=r, n_points=20_000, seed=0)
+    assert same.iou == 1.0 and same.n_zone > 1000
+    # wrong by 10 mm on the far side of hand a (> 25 mm from b): outside the zone
+    far = box(a_lo - [0.01, 0, 0], a_hi)
+    assert contact_iou(far, gt_b, gt_a, gt_b, radius=r, n_points=20_000, seed=0).iou == 1.0
+    assert iou(far, gt_a, n_points=20_000).iou < 0.7
+    # wrong by 3 mm towards b: inside the zone; the expected IoU from exact distances on 400,000 points
+    near = box(a_lo, a_hi + [0.003, 0, 0])
+    res = contact_iou(near, gt_b, gt_a, gt_b, radius=r, n_points=200_000, seed=1)
+    lo, hi = np.maximum(a_lo, b_lo) - r, np.minimum(a_hi, b_hi) + r
+    q = np.random.default_rng(2).uniform(lo, hi, size=(400_000, 3))
+    z = q[(box_distance(q, a_lo, a_hi) <= r) & (box_distance(q, b_lo, b_hi) <= r)]
+    in_a, in_b = (z >= a_lo).all(1) & (z <= a_hi).all(1), (z >= b_lo).all(1) & (z <= b_hi).all(1)
+    in_near = (z >= a_lo).all(1) & (z <= a_hi + [0.003, 0, 0]).all(1)
+    expected = ((in_near & in_a).sum() + in_b.sum()) / ((in_near | in_a).sum() + in_b.sum())
+    se = np.sqrt(expected * (1 - expected) / ((in_near | in_a).sum() + in_b.sum()))
+    assert 0.3 < expected < 0.95 and abs(res.iou - expected) < 5 * se + 0.005   # + the surface sampling's ~0.1 mm
+    box_volume = np.prod(hi - lo) * 1e9
+    assert res.zone_volume_mm3 == pytest.approx(box_volume * len(z) / len(q), rel=0.03)
+    # hands more than 2 radii apart: no zone
+    apart = contact_iou(gt_a, box(b_lo + [0.02, 0, 0], b_hi + [0.02, 0, 0]), gt_a,
+                        box(b_lo + [0.02, 0, 0], b_hi + [0.02, 0, 0]), radius=r, n_points=1000)
+    assert np.isnan(apart.iou) and apart.n_zone == 0
+    with pytest.raises(ValueError, match="radius"):
+        contact_iou(gt_a, gt_b, gt_a, gt_b, radius=0.0)
+    # evaluate_sample reports it, and adding it left the other figures' draws unchanged
+    j = skeleton()
+    m = evaluate_sample(TwoHands(HandGeometry(near, j), HandGeometry(gt_b, j)),
+                        TwoHands(HandGeometry(gt_a, j), HandGeometry(gt_b, j)), config=SMALL, seed=0)
+    assert 0.3 < m.pair.contact_iou < 1.0
+    rng_r = np.random.default_rng(0).spawn(3)[0]
+    assert m.right == evaluate_hand(HandGeometry(near, j), HandGeometry(gt_a, j), config=SMALL, seed=rng_r)
 
 
 def test_gt_from_sample_reads_the_sample_keys():

@@ -15,7 +15,7 @@ def hand(x: float) -> HandMetrics:
 
 
 def sample(r: float, l: float, vol: float = 0.0) -> SampleMetrics:
-    return SampleMetrics(right=hand(r), left=hand(l), pair=PairMetrics(vol, 0.1 * vol, vol / 100))
+    return SampleMetrics(right=hand(r), left=hand(l), pair=PairMetrics(vol, 0.1 * vol, vol / 100, vol / 100))
 
 
 RESULTS = [
@@ -38,6 +38,20 @@ def test_aggregate_means_per_hand_and_both():
     pair = {r.metric: r for r in rep.pair}
     assert pair["penetration_volume_mm3"].mean == 20.0 and pair["penetration_volume_mm3"].unit == "mm³"
     assert pair["penetration_depth_mm"].mean == pytest.approx(0.2)
+    assert pair["contact_iou"].mean == pytest.approx(0.2) and pair["contact_iou"].unit == ""
+
+
+def test_contact_iou_mean_leaves_out_samples_whose_hands_do_not_meet():
+    def with_contact(c: float) -> SampleMetrics:
+        return SampleMetrics(right=hand(1.0), left=hand(1.0), pair=PairMetrics(0.0, 0.0, 0.0, c))
+
+    rep = aggregate([("a", with_contact(0.5)), ("b", with_contact(float("nan"))), ("c", with_contact(0.7))])
+    pair = {r.metric: r for r in rep.pair}
+    assert pair["contact_iou"].mean == pytest.approx(0.6)
+    # a NaN elsewhere is still not hidden
+    rep = aggregate([("a", SampleMetrics(right=hand(1.0), left=hand(1.0), pair=PairMetrics(float("nan"), 0.0, 0.0)))])
+    assert math.isnan({r.metric: r for r in rep.pair}["penetration_volume_mm3"].mean)
+    assert report_to_json(rep)["samples"][0]["pair"]["contact_iou"] is None
 
 
 def test_aggregate_sorts_samples_and_failures_by_name():

@@ -46,6 +46,13 @@ def test_evaluate_writes_tables_and_is_independent_of_workers(setup, capsys):
         assert (root / "e1" / name).is_file(), name
     summary = json.loads((root / "e1" / "evaluation.json").read_text())
     assert summary["samples"] == 2 and summary["failed"] == 0
+    # the result names the exact weights behind it
+    import hashlib
+    files = [root / "ckpt" / "init_occ.ckpt", root / "ckpt" / "ref_occ.ckpt"]
+    assert summary["checkpoints"] == [{"path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+                                      for f in files]
+    pair = summary["reports"]["refined"]["samples"][0]["pair"]
+    assert "contact_iou" in pair and "contact IoU" in printed
     assert _evaluate(root, data, root / "e2", "--workers", "2") == 0
     for stage in ("initial", "refined"):
         a = (root / "e1" / f"metrics_{stage}.json").read_text()

@@ -17,7 +17,7 @@ from typing import Iterable, Union
 import numpy as np
 
 from im2hands._io import atomic_write
-from im2hands.eval.metrics import HAND_METRIC_UNITS, PAIR_METRIC_UNITS, SampleMetrics
+from im2hands.eval.metrics import HAND_METRIC_UNITS, PAIR_METRIC_UNITS, UNDEFINED_WITHOUT_CONTACT, SampleMetrics
 
 __all__ = ["Failure", "HandRow", "PairRow", "Report", "aggregate", "report_to_json", "report_to_markdown",
            "write_report"]
@@ -102,14 +102,17 @@ def aggregate(results: Iterable[tuple[str, Outcome]]) -> Report:
                              f"got {type(outcome).__name__}")
     samples = tuple(sorted(ok.items()))
 
-    def mean(values: list[float]) -> float:
+    def mean(values: list[float], *, skip_nan: bool = False) -> float:
+        if skip_nan:
+            values = [v for v in values if not math.isnan(v)]
         return float(np.mean(values)) if values else float("nan")
 
     hands = tuple(
         HandRow(k, unit, mean([getattr(s.right, k) for _, s in samples]), mean([getattr(s.left, k) for _, s in samples]),
                 mean([getattr(s.mean, k) for _, s in samples]))
         for k, unit in HAND_METRIC_UNITS.items())
-    pair = tuple(PairRow(k, unit, mean([getattr(s.pair, k) for _, s in samples])) for k, unit in PAIR_METRIC_UNITS.items())
+    pair = tuple(PairRow(k, unit, mean([getattr(s.pair, k) for _, s in samples], skip_nan=k in UNDEFINED_WITHOUT_CONTACT))
+                 for k, unit in PAIR_METRIC_UNITS.items())
     return Report(count=len(samples), failed=len(failures), hands=hands, pair=pair,
                   failures=tuple(failures[n] for n in sorted(failures)), samples=samples)
 

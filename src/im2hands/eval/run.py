@@ -204,12 +204,35 @@ def evaluate_folder(checkpoints: Sequence[str | Path], config: EvaluationConfig,
     keypoints = {which: {k: float(np.mean([r["keypoints"][which][k] for r in ok])) if ok else float("nan")
                          for k in (ok[0]["keypoints"][which] if ok else {})} for which in ("input", "used")}
     seconds = time.perf_counter() - start
-    _write_outputs(out, config, reports, keypoints, results, seconds)
+    _write_outputs(out, config, reports, keypoints, results, seconds, checkpoints=ckpts)
     return EvaluationResult(reports=reports, keypoints=keypoints, failed=failed, seconds=seconds)
 
 
+def checkpoint_fingerprints(checkpoints: Sequence[str | Path]) -> list[dict]:
+    """What was evaluated: each checkpoint argument's path and the SHA-256 of its file (of each file in it, for
+    a folder), so that a result names the exact weights behind it."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    out = []
+    for c in checkpoints:
+        path = Path(c)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".pt", ".safetensors"))
+            out.append({"path": str(path), "files": {p.name: digest(p) for p in files}})
+        else:
+            out.append({"path": str(path), "sha256": digest(path)})
+    return out
+
+
 def _write_outputs(out: Path, config: EvaluationConfig, reports: dict, keypoints: dict, results: list[dict],
-                   seconds: float) -> None:
+                   seconds: float, *, checkpoints: Sequence[str] = ()) -> None:
     from im2hands._io import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +243,8 @@ def _write_outputs(out: Path, config: EvaluationConfig, reports: dict, keypoints
                       "evaluations_mean": {s: float(np.mean([r["stages"][stage]["evaluations"][s] for r in ok]))
                                            for s in ("right", "left")} if ok else None}
               for stage in config.stages}
-    summary = {"config": {**asdict(config), "data": str(config.data)}, "samples": len(results),
+    summary = {"config": {**asdict(config), "data": str(config.data)},
+               "checkpoints": checkpoint_fingerprints(checkpoints), "samples": len(results),
                "failed": sum("error" in r for r in results), "keypoints_mpjpe_mm": keypoints,
                "stages": timing, "seconds": seconds,
                "reports": {stage: report_to_json(r) for stage, r in reports.items()}}
@@ -244,7 +268,7 @@ def markdown(reports: dict, keypoints: dict, config: EvaluationConfig) -> str:
 
 
 def summary_lines(result: EvaluationResult) -> list[str]:
-    """A short table for the terminal: per stage IoU, Chamfer-L1, MPJPE, penetration."""
+    """A short table for the terminal: per stage IoU, Chamfer-L1, MPJPE, penetration, contact-zone IoU."""
     lines = []
     for stage, report in result.reports.items():
         hands = {row.metric: row for row in report.hands}
@@ -255,7 +279,8 @@ def summary_lines(result: EvaluationResult) -> list[str]:
 
         lines.append(f"{stage:8s} n={report.count:<4d} failed={report.failed:<3d} "
                      f"IoU {100 * get(hands, 'iou'):.1f} %  Chamfer-L1 {get(hands, 'chamfer_l1_mm'):.2f} mm  "
-                     f"MPJPE {get(hands, 'mpjpe_mm'):.2f} mm  penetration {get(pair, 'penetration_volume_mm3'):.1f} mm3")
+                     f"MPJPE {get(hands, 'mpjpe_mm'):.2f} mm  penetration {get(pair, 'penetration_volume_mm3'):.1f} mm3  "
+                     f"contact IoU {100 * get(pair, 'contact_iou'):.1f} %")
     for name, msg in result.failed:
         lines.append(f"failed: {name}: {msg}")
     return lines
