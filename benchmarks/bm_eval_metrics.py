@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from im2hands.eval.metrics import chamfer, iou, mesh_contains, mpjpe, penetration, sample_surface
+from im2hands.eval.metrics import chamfer, contact_iou, iou, mesh_contains, mpjpe, penetration, sample_surface
 
 
 def _time(fn, repeats: int) -> tuple[float, float, object]:
@@ -63,8 +63,11 @@ def main() -> None:
                                                     mpjpe(joints_pred, scene.right.joints, protocol="wrist"))),
         ("penetration, tight region", lambda: penetration(right, left, n_points=n)),
         ("penetration, bbox intersection", lambda: penetration(right, left, n_points=n, box="bbox")),
+        ("contact_iou (2 samplings, 2 kd-trees, 4 x mesh_contains in the zone)",
+         lambda: contact_iou(pred, left, right, left, n_points=n, surface_points=n)),
     ]
     print(f"{'metric':45s} {'wall ms':>8s} {'cpu ms':>8s}  result")
+    # (names longer than the column push their figures right)
     for name, fn in rows:
         wall, cpu, out = _time(fn, args.repeats)
         text = str(out) if not isinstance(out, np.ndarray) else f"array{out.shape}"

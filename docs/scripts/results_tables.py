@@ -8,7 +8,8 @@ InitOcc's steps with InitOcc's schedule, still without the image), ``init`` (Ini
 
 Each figure is the mean over the test splits (seeds) of the per-split mean over samples, ± the standard
 deviation over the splits (the spread the paper's ordering must beat). The paired table gives, per split,
-the mean over samples of one model's figure minus another's on the same samples.
+the mean over samples of one model's figure minus another's on the same samples (for the contact-zone IoU,
+over the samples whose hands meet).
 
     python docs/scripts/results_tables.py ROOT > tables.md
 """
@@ -29,7 +30,8 @@ PAIRS = (("InitOcc − HALO", "init", "halo"), ("InitOcc − HALO with its steps
          ("full − InitOcc", "full", "init"))
 """Paired differences (the same test samples): (label, model a, model b) for a − b."""
 HAND_METRICS = (("IoU %", "iou", 100.0), ("Chamfer-L1 mm", "chamfer_l1_mm", 1.0), ("MPJPE mm", "mpjpe_mm", 1.0))
-PAIR_METRICS = (("penetration mm³", "penetration_volume_mm3", 1.0), ("pen. depth mm", "penetration_depth_mm", 1.0))
+PAIR_METRICS = (("penetration mm³", "penetration_volume_mm3", 1.0), ("pen. depth mm", "penetration_depth_mm", 1.0),
+                ("contact IoU %", "contact_iou", 100.0))
 
 
 def _runs(root: Path, model: str, keypoints: str) -> list[dict]:
@@ -38,7 +40,8 @@ def _runs(root: Path, model: str, keypoints: str) -> list[dict]:
 
 def _figure(report: dict, key: str, pair: bool) -> float:
     rows = report["pair" if pair else "hands"]
-    return next(r["mean"] for r in rows if r["metric"] == key)
+    value = next((r["mean"] for r in rows if r["metric"] == key), None)
+    return float("nan") if value is None else value      # an evaluation from before a metric existed
 
 
 def _cell(values: list[float], scale: float) -> str:
@@ -66,12 +69,19 @@ def table(root: Path, keypoints: str) -> str:
 
 
 def _per_sample(run: dict, stage: str, key: str) -> dict[str, float]:
-    return {x["name"]: x["mean"][key] for x in run["reports"][stage]["samples"]}
+    """Sample name -> figure (the mean of both hands, or the pair's), for the samples where it is defined."""
+    out = {}
+    for x in run["reports"][stage]["samples"]:
+        value = x["mean"][key] if key in x["mean"] else x["pair"].get(key)
+        if value is not None:
+            out[x["name"]] = value
+    return out
 
 
 def paired_table(root: Path, keypoints: str) -> str:
     stages = {model: stage for _, model, stage in METHODS}
-    lines = ["| difference | IoU points, per split | Chamfer-L1 mm, per split |", "|---|---|---|"]
+    lines = ["| difference | IoU points, per split | Chamfer-L1 mm, per split | contact IoU points, per split |",
+             "|---|---|---|---|"]
     for label, a, b in PAIRS:
         runs_a = {Path(r["config"]["data"]).name: r for r in _runs(root, a, keypoints)}
         runs_b = {Path(r["config"]["data"]).name: r for r in _runs(root, b, keypoints)}
@@ -79,15 +89,15 @@ def paired_table(root: Path, keypoints: str) -> str:
         if not splits:
             continue
         cells = []
-        for key, scale, digits in (("iou", 100.0, 2), ("chamfer_l1_mm", 1.0, 3)):
+        for key, scale, digits in (("iou", 100.0, 2), ("chamfer_l1_mm", 1.0, 3), ("contact_iou", 100.0, 2)):
             diffs = []
             for split in splits:
                 va = _per_sample(runs_a[split], stages[a], key)
                 vb = _per_sample(runs_b[split], stages[b], key)
                 common = sorted(set(va) & set(vb))
-                diffs.append(scale * float(np.mean([va[n] - vb[n] for n in common])))
+                diffs.append(scale * float(np.mean([va[n] - vb[n] for n in common])) if common else float("nan"))
             cells.append(", ".join(f"{d:+.{digits}f}" for d in diffs))
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {cells[2]} |")
     return "\n".join(lines)
 
 
