@@ -1,7 +1,8 @@
-"""Atomic file writes: readers see the old file or the new one, never a partial one."""
+"""File helpers: atomic writes (readers see the old file or the new one, never a partial one) and file hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -33,3 +34,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
         except FileNotFoundError:
             pass
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (checkpoints are tens of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

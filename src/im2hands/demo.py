@@ -25,7 +25,6 @@ frame, metres) and ``info.json`` (source, kind, occlusion).
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ import numpy as np
 
 from im2hands.eval.metrics import (EvalConfig, HandGeometry, Mesh, SampleMetrics, TwoHands, as_mesh, evaluate_sample)
 from im2hands.eval.metrics import keypoint_errors as metric_keypoint_errors
+from im2hands.eval.report import json_floats
 from im2hands.mesh.lattice import Lattice
 
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
@@ -248,8 +248,8 @@ def metrics_json(rec, gt: TwoHands, stages: dict[str, SampleMetrics | str], *, r
         if isinstance(m, str):
             return {"error": m}
         # NaN (a figure with no meaning for this sample, e.g. the contact IoU of hands that do not meet) -> null
-        pair = {k: (v if math.isfinite(v) else None) for k, v in asdict(m.pair).items()}
-        return {"right": asdict(m.right), "left": asdict(m.left), "mean": asdict(m.mean), "pair": pair}
+        return {"right": asdict(m.right), "left": asdict(m.left), "mean": asdict(m.mean),
+                "pair": json_floats(asdict(m.pair))}
 
     return {
         "units": "IoU a ratio; *_mm millimetres; *_mm3 cubic millimetres (camera frame)",

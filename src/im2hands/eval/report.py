@@ -19,7 +19,7 @@ import numpy as np
 from im2hands._io import atomic_write
 from im2hands.eval.metrics import HAND_METRIC_UNITS, PAIR_METRIC_UNITS, UNDEFINED_WITHOUT_CONTACT, SampleMetrics
 
-__all__ = ["Failure", "HandRow", "PairRow", "Report", "aggregate", "report_to_json", "report_to_markdown",
+__all__ = ["Failure", "HandRow", "PairRow", "Report", "aggregate", "json_floats", "report_to_json", "report_to_markdown",
            "write_report"]
 
 
@@ -117,25 +117,23 @@ def aggregate(results: Iterable[tuple[str, Outcome]]) -> Report:
                   failures=tuple(failures[n] for n in sorted(failures)), samples=samples)
 
 
-def _finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+def json_floats(d: dict) -> dict:
+    """A flat dict of figures ready for strict JSON: NaN and inf (a figure undefined for a sample) become None."""
+    return {k: (v if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in d.items()}
 
 
 def report_to_json(report: Report) -> dict:
     """The report as a JSON-ready dict (NaN and inf become ``null``)."""
-    def clean(d: dict) -> dict:
-        return {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in d.items()}
-
     return {
         "count": report.count,
         "failed": report.failed,
-        "hands": [clean(asdict(r)) for r in report.hands],
-        "pair": [clean(asdict(r)) for r in report.pair],
+        "hands": [json_floats(asdict(r)) for r in report.hands],
+        "pair": [json_floats(asdict(r)) for r in report.pair],
         "failures": [asdict(f) for f in report.failures],
         "samples": [
             {"name": name,
-             "right": clean(asdict(s.right)), "left": clean(asdict(s.left)), "mean": clean(asdict(s.mean)),
-             "pair": clean(asdict(s.pair))}
+             "right": json_floats(asdict(s.right)), "left": json_floats(asdict(s.left)), "mean": json_floats(asdict(s.mean)),
+             "pair": json_floats(asdict(s.pair))}
             for name, s in report.samples],
     }
 

@@ -211,23 +211,16 @@ def evaluate_folder(checkpoints: Sequence[str | Path], config: EvaluationConfig,
 def checkpoint_fingerprints(checkpoints: Sequence[str | Path]) -> list[dict]:
     """What was evaluated: each checkpoint argument's path and the SHA-256 of its file (of each file in it, for
     a folder), so that a result names the exact weights behind it."""
-    import hashlib
-
-    def digest(path: Path) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+    from im2hands._io import file_sha256
 
     out = []
     for c in checkpoints:
         path = Path(c)
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".pt", ".safetensors"))
-            out.append({"path": str(path), "files": {p.name: digest(p) for p in files}})
+            out.append({"path": str(path), "files": {p.name: file_sha256(p) for p in files}})
         else:
-            out.append({"path": str(path), "sha256": digest(path)})
+            out.append({"path": str(path), "sha256": file_sha256(path)})
     return out
 
 

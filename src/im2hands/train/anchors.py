@@ -16,7 +16,6 @@ official 257³ extraction (``docs/TRAINING.md`` gives the measured difference).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from im2hands._io import file_sha256
 from im2hands.data.dataset import HandsDataset
 from im2hands.hand.camera import Camera
 from im2hands.hand.skeleton import SIDES
@@ -74,14 +74,6 @@ class AnchorsSummary:
     fallback: int
     """Hands whose InitOcc mesh was empty: their anchors are the GT surface points instead."""
     folder: Path
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _write_npz(path: Path, **arrays) -> None:
@@ -136,7 +128,7 @@ def precompute_anchors(config: AnchorsConfig) -> AnchorsSummary:
                          "InitOcc (init-occ run) checkpoint")
     lattice = Lattice(config.resolution_0, config.upsampling_steps)
     root = Path(config.data) / "anchors" / config.name
-    job = {"checkpoint_sha256_16": _sha(Path(config.checkpoint)), "resolution_0": config.resolution_0,
+    job = {"checkpoint_sha256_16": file_sha256(config.checkpoint)[:16], "resolution_0": config.resolution_0,
            "upsampling_steps": config.upsampling_steps, "threshold": config.threshold, "count": config.count,
            "transforms_from": config.transforms_from}
     root.mkdir(parents=True, exist_ok=True)
