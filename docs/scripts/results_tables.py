@@ -63,7 +63,9 @@ def table(root: Path, keypoints: str) -> str:
         for _, key, scale in PAIR_METRICS:
             cells.append(_cell([_figure(r["reports"][stage], key, True) for r in runs], scale))
         failed = sum(r["reports"][stage]["failed"] for r in runs)
-        n = f"{runs[0]['samples']} × {len(runs)}" + (f" ({failed} failed)" if failed else "")
+        # samples with a contact-zone IoU: a zone (set by the ground truth) with a hand in it
+        zones = "/".join(str(len(_per_sample(r, stage, "contact_iou"))) for r in runs)
+        n = f"{runs[0]['samples']} × {len(runs)}" + (f" ({failed} failed)" if failed else "") + f"; contact {zones}"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
     return "\n".join(lines)
 
